@@ -9,18 +9,23 @@ kills bwrap (its pid namespace dies with it).
 
 from __future__ import annotations
 
+import ctypes
 import os
 import resource
 import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-SANDBOX_UID = 65534  # nobody: never the supervisor's uid
+# A uid of its own for untrusted code, never the supervisor's (RLIMIT_NPROC counts per uid, so
+# sharing it with other software would share the process budget too).
+SANDBOX_UID = int(os.environ.get("PROCTOR_SANDBOX_UID", "61337"))
 SANDBOX_PYTHON = "/usr/bin/python3"
+PR_SET_CHILD_SUBREAPER = 36
 
 
 class SandboxUnavailable(RuntimeError):
@@ -45,6 +50,42 @@ class Limits:
     tmpfs_mb: int = 64
     nproc: int = 64
     nofile: int = 64
+
+
+_lock = threading.Lock()
+_live: set[int] = set()  # pids of our own Popen children (reaped by subprocess, not by us)
+_subreaper = False
+
+
+def _become_subreaper() -> None:
+    """Orphans of a run (unprivileged bwrap leaves some) are re-parented to us, not to pid 1.
+
+    Without this they stay zombies wherever pid 1 does not reap, each counting against the
+    sandbox uid's RLIMIT_NPROC, until bwrap fails with "Creating new namespace failed".
+    """
+    global _subreaper
+    if not _subreaper:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            raise SandboxUnavailable(f"prctl(PR_SET_CHILD_SUBREAPER) failed: errno {ctypes.get_errno()}")
+        _subreaper = True
+
+
+def _reap_orphans() -> None:
+    """Reap exited children that are not ours to wait for (adopted orphans)."""
+    with _lock:
+        for children in Path("/proc/self/task").glob("*/children"):
+            try:
+                pids = [int(p) for p in children.read_text().split()]
+            except OSError:
+                continue
+            for pid in pids:
+                if pid in _live:
+                    continue
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
 
 
 def check_available() -> None:
@@ -91,6 +132,7 @@ def run_python(files: dict[str, str], main: str, stdin: str = "", limits: Limits
     stdout and stderr go to files capped by RLIMIT_FSIZE (the program is killed by SIGXFSZ past it).
     """
     check_available()
+    _become_subreaper()
     with tempfile.TemporaryDirectory(prefix="proctor-sbx-") as host:
         os.chmod(host, 0o755)
         code_dir = Path(host, "code")
@@ -104,8 +146,10 @@ def run_python(files: dict[str, str], main: str, stdin: str = "", limits: Limits
         with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
             t0 = time.perf_counter()
             try:
-                proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out_f, stderr=err_f,
-                                        start_new_session=True, preexec_fn=_limit_self(limits), **as_nobody)
+                with _lock:
+                    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out_f, stderr=err_f,
+                                            start_new_session=True, preexec_fn=_limit_self(limits), **as_nobody)
+                    _live.add(proc.pid)
             except OSError as e:
                 raise SandboxUnavailable(f"could not start bwrap: {e}") from e
             timed_out = False
@@ -117,6 +161,9 @@ def run_python(files: dict[str, str], main: str, stdin: str = "", limits: Limits
             except BrokenPipeError:  # the program exited without reading its stdin
                 proc.wait()
             wall = time.perf_counter() - t0
+            with _lock:
+                _live.discard(proc.pid)
+            _reap_orphans()
             stdout = _read_capped(out_f, limits.output_bytes)
             stderr = _read_capped(err_f, limits.output_bytes)
     rc = proc.returncode

@@ -1,0 +1,137 @@
+"""The ``proctor`` command line.
+
+    proctor data inspect NAME_OR_PATH
+    proctor model prepare [NAME_OR_PATH]
+    proctor model generate [--model M] PROMPT
+    proctor eval [--config C] [--dataset D] [--samples K] [--temperature T] [key=value ...]
+    proctor config show [--config C] [key=value ...]
+
+Every command that takes a config accepts ``key=value`` overrides (``rollout.max_turns=2``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from cluster.config import ConfigError, dump_config, load_config
+from cluster.model import EMBEDDED, ModelError, resolve
+from cluster.problems import DataError, load_problems
+
+console = Console()
+
+
+def cmd_data_inspect(args) -> int:
+    problems = load_problems(args.source)
+    kinds = collections.Counter(p.kind for p in problems)
+    n_pub = sum(len(p.public_tests) for p in problems)
+    n_priv = sum(len(p.private_tests) for p in problems)
+    console.print(f"[bold]{args.source}[/]: {len(problems)} problems")
+    for kind, n in sorted(kinds.items()):
+        console.print(f"  {kind}: {n}")
+    console.print(f"  tests: {n_pub} public, {n_priv} private")
+    if problems:
+        example = problems[0].model_dump()
+        console.print("example:")
+        console.print_json(json.dumps(example))
+    return 0
+
+
+def cmd_model_prepare(args) -> int:
+    t0 = time.perf_counter()
+    path = resolve(args.model, log=console.print)
+    console.print(f"{args.model} -> {path} ({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def cmd_model_generate(args) -> int:
+    """Greedy chat generation with transformers (a quick look at a model, no engine)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve(args.model, log=console.print)
+    torch.set_num_threads(args.threads)
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    ids = tok.apply_chat_template([{"role": "user", "content": args.prompt}], add_generation_prompt=True,
+                                  return_tensors="pt", return_dict=True)
+    t0 = time.perf_counter()
+    out = model.generate(**ids, max_new_tokens=args.max_new_tokens, do_sample=False)
+    new = out[0, ids["input_ids"].shape[1]:]
+    dt = time.perf_counter() - t0
+    console.print(tok.decode(new, skip_special_tokens=True), markup=False, highlight=False)
+    console.print(f"[dim]{len(new)} tokens in {dt:.1f} s ({len(new) / dt:.1f} tok/s)[/]")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from cluster.eval import evaluate
+
+    cfg = load_config(args.config, args.overrides)
+    dataset = args.dataset or cfg.data.eval
+    out = Path(args.out or Path(cfg.run.out_dir) / f"eval-{Path(dataset).stem.replace(':', '_')}")
+    evaluate(cfg, dataset, out, samples=args.samples, temperature=args.temperature, console=console)
+    return 0
+
+
+def cmd_config_show(args) -> int:
+    console.print(dump_config(load_config(args.config, args.overrides)), markup=False, highlight=False)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="proctor", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="problem datasets").add_subparsers(dest="action", required=True)
+    p = data.add_parser("inspect", help="counts per kind and one example")
+    p.add_argument("source", help="bundled, humaneval, a .jsonl/.parquet file, or ADAPTER:SOURCE")
+    p.set_defaults(fn=cmd_data_inspect)
+
+    model = sub.add_parser("model", help="models").add_subparsers(dest="action", required=True)
+    p = model.add_parser("prepare", help="turn a model (default: the embedded one) into a local HF dir")
+    p.add_argument("model", nargs="?", default=EMBEDDED)
+    p.set_defaults(fn=cmd_model_prepare)
+    p = model.add_parser("generate", help="greedy reply of a model to one prompt")
+    p.add_argument("prompt")
+    p.add_argument("--model", default=EMBEDDED)
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(fn=cmd_model_generate)
+
+    def with_config(p):
+        p.add_argument("--config", help="YAML config (default configs/local.yaml)")
+        p.add_argument("overrides", nargs="*", metavar="key=value")
+
+    p = sub.add_parser("eval", help="single-turn pass@k of a model on a dataset")
+    p.add_argument("--dataset", help="default: data.eval from the config")
+    p.add_argument("--samples", type=int, default=1)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--out", help="output dir (default RUN_OUT_DIR/eval-DATASET)")
+    with_config(p)
+    p.set_defaults(fn=cmd_eval)
+
+    cfg = sub.add_parser("config", help="configuration").add_subparsers(dest="action", required=True)
+    p = cfg.add_parser("show", help="print the resolved config")
+    with_config(p)
+    p.set_defaults(fn=cmd_config_show)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ConfigError, DataError, ModelError) as e:
+        console.print(f"[bold red]error:[/] {e}", highlight=False)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

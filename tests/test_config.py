@@ -1,0 +1,65 @@
+import pytest
+
+from cluster.config import CONFIG_DIR, ConfigError, ProctorConfig, load_config, parse_overrides
+
+
+def test_local_yaml_is_valid_and_matches_paper_defaults():
+    cfg = load_config(CONFIG_DIR / "local.yaml")
+    assert cfg.model.name == "smollm2-135m-instruct"
+    assert cfg.rollout.max_turns == 3
+    assert cfg.learner.kl_beta == 0.05
+    assert cfg.reward.invalid_turn == -0.2
+
+
+def test_overrides_are_typed_and_nested():
+    cfg = load_config(overrides=["rollout.max_turns=2", "learner.lr=1e-6", "data.limit=5", "rollout.feedback=none"])
+    assert cfg.rollout.max_turns == 2
+    assert cfg.learner.lr == pytest.approx(1e-6)
+    assert cfg.data.limit == 5
+    assert cfg.rollout.feedback == "none"
+    assert load_config(overrides=["data.limit=null"]).data.limit is None
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("rollout.max_turn=2", "unknown config key 'rollout.max_turn' (did you mean 'rollout.max_turns'?)"),
+        ("nosuch=1", "unknown config key 'nosuch'"),
+        ("rollout.max_turns=abc", "config key 'rollout.max_turns'"),
+        ("rollout.max_turns=0", "config key 'rollout.max_turns'"),
+        ("rollout.feedback=sometimes", "config key 'rollout.feedback'"),
+        ("learner.zero_stage=5", "config key 'learner.zero_stage'"),
+        ("max_turns", "not of the form key=value"),
+    ],
+)
+def test_bad_override_is_one_clear_error(override, needle):
+    with pytest.raises(ConfigError) as e:
+        load_config(overrides=[override])
+    assert needle in str(e.value)
+
+
+def test_bad_file_errors_name_the_file_and_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rollout:\n  max_turns: 3\n  temprature: 0.5\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(bad)
+    assert str(bad) in str(e.value) and "'rollout.temprature'" in str(e.value) and "rollout.temperature" in str(e.value)
+    bad.write_text("rollout: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_every_config_in_configs_dir_validates():
+    files = sorted(CONFIG_DIR.glob("*.yaml"))
+    assert files, "configs/ holds no YAML"
+    for f in files:
+        assert isinstance(load_config(f), ProctorConfig)
+
+
+def test_parse_overrides_builds_a_tree():
+    assert parse_overrides(["run.seed=3", "run.out_dir=x/y"]) == {"run": {"seed": 3, "out_dir": "x/y"}}
