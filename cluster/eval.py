@@ -71,6 +71,7 @@ def evaluate(cfg: ProctorConfig, dataset: str, out_dir: Path, samples: int = 1, 
             per_problem[r["id"]].append(verdict == "pass")
             f.write(json.dumps({"id": r["id"], "sample": r["sample"], "verdict": verdict,
                                 "statuses": [t.status for t in v.tests] if v else [],
+                                "error": _first_error(v) if v else "no valid code in the reply",
                                 "code": r["code"], "reply": r["reply"]}) + "\n")
     ks = sorted({1, samples})
     metrics = {
@@ -85,6 +86,14 @@ def evaluate(cfg: ProctorConfig, dataset: str, out_dir: Path, samples: int = 1, 
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     _report(metrics, out_dir, console)
     return metrics
+
+
+def _first_error(v) -> str:
+    bad = next((t for t in v.tests if t.status != "pass"), None)
+    if bad is None:
+        return ""
+    last = bad.detail.strip().splitlines()[-1:] or [""]
+    return f"{bad.status}: {last[0][:300]}"
 
 
 def _report(metrics: dict, out_dir: Path, console: Console) -> None:

@@ -9,6 +9,7 @@ kills bwrap (its pid namespace dies with it).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import resource
@@ -82,10 +83,8 @@ def _reap_orphans() -> None:
             for pid in pids:
                 if pid in _live:
                     continue
-                try:
+                with contextlib.suppress(ChildProcessError):
                     os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:
-                    pass
 
 
 def check_available() -> None:
@@ -174,10 +173,8 @@ def run_python(files: dict[str, str], main: str, stdin: str = "", limits: Limits
 
 
 def _kill(proc: subprocess.Popen) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)  # bwrap; its pid namespace (the program) dies with it
-    except ProcessLookupError:
-        pass
     proc.wait()
 
 

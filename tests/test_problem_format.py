@@ -83,7 +83,7 @@ def test_duplicate_ids_are_refused(tmp_path):
 
 
 def test_unknown_source_lists_what_is_accepted():
-    with pytest.raises(DataError, match="unknown dataset 'no-such-thing'.*humaneval"):
+    with pytest.raises(DataError, match=r"unknown dataset 'no-such-thing'.*humaneval"):
         load_problems("no-such-thing")
 
 

@@ -1,0 +1,46 @@
+"""`proctor eval` end to end on a tiny random model: real vLLM engine, real sandbox."""
+
+import json
+
+import pytest
+
+from cluster.cli import main
+
+
+@pytest.mark.slow
+def test_eval_cli_on_tiny_model(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "eval"
+    rc = main(["eval", "--dataset", "humaneval", "--out", str(out), f"model.name={tiny_model_dir}",
+               "data.limit=3", "rollout.max_new_tokens=32", "rollout.max_model_len=1024"])
+    assert rc == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["problems"] == 3 and metrics["samples"] == 1
+    assert 0.0 <= metrics["pass@1"] <= 1.0
+    assert metrics["generated_tokens"] > 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
+    # A random model writes no valid code: every reply is judged invalid, none passes.
+    assert all(r["verdict"] in ("invalid", "fail") for r in rows)
+    assert metrics["pass@1"] == 0.0
+    assert "pass@1" in (out / "report.md").read_text()
+
+
+def test_eval_cli_reports_bad_input_clearly(capsys):
+    assert main(["eval", "--dataset", "no-such-dataset.jsonl"]) == 2
+    assert "unknown dataset 'no-such-dataset.jsonl'" in capsys.readouterr().out
+    assert main(["eval", "rollout.max_turns=x"]) == 2
+
+
+def test_pass_at_k_estimator():
+    from cluster.eval import pass_at_k
+
+    assert pass_at_k(10, 0, 1) == 0.0
+    assert pass_at_k(10, 10, 5) == 1.0
+    assert pass_at_k(10, 3, 1) == pytest.approx(0.3)
+    assert pass_at_k(4, 1, 2) == pytest.approx(0.5)  # 1 - C(3,2)/C(4,2)
+
+
+def test_data_inspect_counts(capsys):
+    assert main(["data", "inspect", "humaneval"]) == 0
+    out = capsys.readouterr().out
+    assert "164 problems" in out and "assert: 164" in out
