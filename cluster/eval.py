@@ -60,7 +60,8 @@ def evaluate(cfg: ProctorConfig, dataset: str, out_dir: Path, samples: int = 1, 
     with Progress(console=console) as bar:
         task = bar.add_task("judging (private tests)", total=len(to_judge))
         verdicts = iter(judge_many(to_judge, "private", workers=cfg.sandbox.workers,
-                                   progress=lambda: bar.advance(task)))
+                                   progress=lambda: bar.advance(task),
+                                   output_bytes=cfg.sandbox.max_output_bytes))
     t_judge = time.perf_counter() - t2
 
     per_problem: dict[str, list[bool]] = {p.id: [] for p in problems}

@@ -48,8 +48,8 @@ def normalise_output(text: str) -> list[str]:
     return lines
 
 
-def _limits(problem: Problem) -> Limits:
-    return Limits(time_s=problem.time_limit_s, memory_mb=problem.memory_mb)
+def _limits(problem: Problem, output_bytes: int) -> Limits:
+    return Limits(time_s=problem.time_limit_s, memory_mb=problem.memory_mb, output_bytes=output_bytes)
 
 
 def _status_of_crash(r: ExecResult) -> Status | None:
@@ -62,8 +62,9 @@ def _status_of_crash(r: ExecResult) -> Status | None:
     return None
 
 
-def run_test(problem: Problem, code: str, test: AssertTest | StdioTest, public: bool) -> TestResult:
-    limits = _limits(problem)
+def run_test(problem: Problem, code: str, test: AssertTest | StdioTest, public: bool,
+             output_bytes: int = Limits.output_bytes) -> TestResult:
+    limits = _limits(problem, output_bytes)
     try:
         if isinstance(test, AssertTest):
             nonce = secrets.token_hex(16)
@@ -94,23 +95,23 @@ def run_test(problem: Problem, code: str, test: AssertTest | StdioTest, public: 
         return TestResult("infra_error", public, f"{type(e).__name__}: {e}")
 
 
-def judge(problem: Problem, code: str, which: Which = "all") -> Verdict:
+def judge(problem: Problem, code: str, which: Which = "all", output_bytes: int = Limits.output_bytes) -> Verdict:
     tests = []
     if which in ("public", "all"):
         tests += [(t, True) for t in problem.public_tests]
     if which in ("private", "all"):
         tests += [(t, False) for t in problem.private_tests]
-    results = [run_test(problem, code, t, public) for t, public in tests]
+    results = [run_test(problem, code, t, public, output_bytes) for t, public in tests]
     if any(r.status == "infra_error" for r in results):
         return Verdict("infra_error", results)
     return Verdict("pass" if results and all(r.status == "pass" for r in results) else "fail", results)
 
 
 def judge_many(items: list[tuple[Problem, str]], which: Which = "all", workers: int = 2,
-               progress=None) -> list[Verdict]:
+               progress=None, output_bytes: int = Limits.output_bytes) -> list[Verdict]:
     """Judge (problem, code) pairs concurrently; ``progress`` is called once per finished item."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(judge, p, c, which) for p, c in items]
+        futures = [pool.submit(judge, p, c, which, output_bytes) for p, c in items]
         out = []
         for f in futures:
             out.append(f.result())
