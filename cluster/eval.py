@@ -22,6 +22,7 @@ from rollout.code import extract_code
 from rollout.engine import make_llm, sampling_params
 from rollout.prompts import first_turn
 from sandbox_pool.judge import judge_many
+from sandbox_pool.runner import Sandbox
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -57,10 +58,9 @@ def evaluate(cfg: ProctorConfig, dataset: str, out_dir: Path, samples: int = 1, 
                                  "code": extract_code(c.text, p.entry_point), "problem": p})
     to_judge = [(r["problem"], r["code"]) for r in samples_rows if r["code"] is not None]
     t2 = time.perf_counter()
-    with Progress(console=console) as bar:
+    with Progress(console=console) as bar, Sandbox(cfg.sandbox.backend, cfg.sandbox.slots) as sandbox:
         task = bar.add_task("judging (private tests)", total=len(to_judge))
-        verdicts = iter(judge_many(to_judge, "private", workers=cfg.sandbox.workers,
-                                   progress=lambda: bar.advance(task),
+        verdicts = iter(judge_many(sandbox, to_judge, "private", progress=lambda: bar.advance(task),
                                    output_bytes=cfg.sandbox.max_output_bytes))
     t_judge = time.perf_counter() - t2
 

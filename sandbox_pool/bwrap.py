@@ -1,64 +1,80 @@
-"""Run one untrusted Python program inside a bubblewrap sandbox.
+"""Bubblewrap command lines, process reaping and uid ranges for the sandbox runners.
 
-Isolation (see the Sandbox section of the design notes): all namespaces unshared (no network, own
-pids), only /usr and /etc visible read-only, a private size-limited tmpfs as the working dir,
-a cleared environment, an unprivileged uid different from the supervisor's, rlimits on CPU,
-address space, processes, file size, open files and core dumps, and a wall-clock timeout that
-kills bwrap (its pid namespace dies with it).
+Isolation of every run: pid/net/ipc/uts/cgroup namespaces (no network), only /usr and /etc visible
+read-only, a private size-limited tmpfs, a cleared environment, uids distinct from the supervisor's,
+rlimits (CPU, address space, processes, file size, open files, core) set by the run itself, and a
+wall-clock kill. Runs are reaped: the supervisor is a child subreaper.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import os
-import resource
 import shutil
-import signal
-import subprocess
-import tempfile
 import threading
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-# A uid of its own for untrusted code, never the supervisor's (RLIMIT_NPROC counts per uid, so
-# sharing it with other software would share the process budget too).
-SANDBOX_UID = int(os.environ.get("PROCTOR_SANDBOX_UID", "61337"))
 SANDBOX_PYTHON = "/usr/bin/python3"
+# Sandbox uids start here, never the supervisor's. A fork server takes a range of its own (one uid per
+# slot, so a run's kill(-1) reaches no other run) and holds a lock file on it while it lives.
+UID_BASE = int(os.environ.get("PROCTOR_SANDBOX_UID", "61337"))
+UID_RANGE = 64
 PR_SET_CHILD_SUBREAPER = 36
+FORKSERVER_PY = Path(__file__).with_name("forkserver.py")
 
 
 class SandboxUnavailable(RuntimeError):
     """Isolation cannot be set up on this machine; nothing untrusted was run."""
 
 
-@dataclass(frozen=True)
-class ExecResult:
-    returncode: int
-    stdout: str
-    stderr: str
-    timed_out: bool
-    output_limited: bool
-    wall_s: float
+def check_available() -> None:
+    if shutil.which("bwrap") is None:
+        raise SandboxUnavailable("bubblewrap is not installed (apt-get install bubblewrap), "
+                                 "or set sandbox.backend=unsafe_local to run without isolation")
+    if not Path(SANDBOX_PYTHON).is_file():
+        raise SandboxUnavailable(f"the sandbox interpreter {SANDBOX_PYTHON} is missing (apt-get install python3)")
 
 
-@dataclass(frozen=True)
-class Limits:
-    time_s: float = 10.0
-    memory_mb: int = 1024
-    output_bytes: int = 1 << 20
-    tmpfs_mb: int = 64
-    nproc: int = 64
-    nofile: int = 64
+def bwrap_argv(code_dir: str, tmpfs_mb: int, *, privileged: bool) -> list[str]:
+    """``privileged``: bwrap started as root with no user namespace and only the capabilities a
+    fork server needs to give each run its own uid; otherwise an unprivileged user namespace."""
+    if privileged:
+        argv = ["bwrap", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+                "--unshare-cgroup-try", "--cap-drop", "ALL",
+                "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_KILL",
+                # to hand each run a private dir owned by its uid, and to read and clear it after
+                "--cap-add", "CAP_CHOWN", "--cap-add", "CAP_DAC_OVERRIDE", "--cap-add", "CAP_FOWNER"]
+    else:
+        argv = ["bwrap", "--unshare-all"]
+    argv += ["--die-with-parent", "--new-session", "--clearenv",
+             "--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
+    for d in ("/bin", "/lib", "/lib64", "/sbin"):
+        if os.path.islink(d):
+            argv += ["--symlink", os.readlink(d), d]
+        elif os.path.isdir(d):
+            argv += ["--ro-bind", d, d]
+    argv += ["--proc", "/proc", "--dev", "/dev",
+             "--size", str(tmpfs_mb << 20), "--tmpfs", "/tmp",
+             "--ro-bind", code_dir, "/sandbox", "--chdir", "/tmp",
+             "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/tmp",
+             "--setenv", "PYTHONDONTWRITEBYTECODE", "1", "--setenv", "PYTHONHASHSEED", "0"]
+    return argv
 
+
+def can_switch_uid() -> bool:
+    return os.geteuid() == 0
+
+
+# --- reaping ---------------------------------------------------------------------------------
 
 _lock = threading.Lock()
-_live: set[int] = set()  # pids of our own Popen children (reaped by subprocess, not by us)
+_live: set[int] = set()  # pids of our own Popen children (subprocess waits for those, not us)
 _subreaper = False
 
 
-def _become_subreaper() -> None:
+def become_subreaper() -> None:
     """Orphans of a run (unprivileged bwrap leaves some) are re-parented to us, not to pid 1.
 
     Without this they stay zombies wherever pid 1 does not reap, each counting against the
@@ -72,7 +88,20 @@ def _become_subreaper() -> None:
         _subreaper = True
 
 
-def _reap_orphans() -> None:
+@contextlib.contextmanager
+def tracked_spawn():
+    """Hold while creating a Popen child, then ``track(proc.pid)``; untrack when it was waited for."""
+    with _lock:
+        yield _live.add
+
+
+def untrack(pid: int) -> None:
+    with _lock:
+        _live.discard(pid)
+    reap_orphans()
+
+
+def reap_orphans() -> None:
     """Reap exited children that are not ours to wait for (adopted orphans)."""
     with _lock:
         for children in Path("/proc/self/task").glob("*/children"):
@@ -81,103 +110,35 @@ def _reap_orphans() -> None:
             except OSError:
                 continue
             for pid in pids:
-                if pid in _live:
-                    continue
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, os.WNOHANG)
+                if pid not in _live:
+                    with contextlib.suppress(ChildProcessError):
+                        os.waitpid(pid, os.WNOHANG)
 
 
-def check_available() -> None:
-    if shutil.which("bwrap") is None:
-        raise SandboxUnavailable("bubblewrap is not installed (apt-get install bubblewrap)")
-    if not Path(SANDBOX_PYTHON).is_file():
-        raise SandboxUnavailable(f"the sandbox interpreter {SANDBOX_PYTHON} is missing")
+# --- uid ranges ------------------------------------------------------------------------------
 
 
-def _bwrap_argv(workdir: str, limits: Limits) -> list[str]:
-    argv = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--clearenv",
-            "--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
-    for d in ("/bin", "/lib", "/lib64", "/sbin"):
-        if os.path.islink(d):
-            argv += ["--symlink", os.readlink(d), d]
-        elif os.path.isdir(d):
-            argv += ["--ro-bind", d, d]
-    argv += ["--proc", "/proc", "--dev", "/dev",
-             "--size", str(limits.tmpfs_mb << 20), "--tmpfs", "/tmp",
-             "--ro-bind", workdir, "/sandbox", "--chdir", "/tmp",
-             "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/tmp",
-             "--setenv", "PYTHONDONTWRITEBYTECODE", "1", "--setenv", "PYTHONHASHSEED", "0"]
-    return argv
+class UidRange:
+    """A range of sandbox uids held exclusively (flock) by one fork server on this machine."""
 
+    def __init__(self, base: int, fd: int):
+        self.base, self._fd = base, fd
 
-def _limit_self(limits: Limits):
-    cpu = int(limits.time_s) + 1
-    mem = limits.memory_mb << 20
-
-    def apply():
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-        resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
-        resource.setrlimit(resource.RLIMIT_NPROC, (limits.nproc, limits.nproc))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limits.output_bytes, limits.output_bytes))
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limits.nofile, limits.nofile))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-    return apply
-
-
-def run_python(files: dict[str, str], main: str, stdin: str = "", limits: Limits = Limits()) -> ExecResult:
-    """Run ``python3 -I /sandbox/<main>`` with ``files`` mounted read-only at /sandbox.
-
-    stdout and stderr go to files capped by RLIMIT_FSIZE (the program is killed by SIGXFSZ past it).
-    """
-    check_available()
-    _become_subreaper()
-    with tempfile.TemporaryDirectory(prefix="proctor-sbx-") as host:
-        os.chmod(host, 0o755)
-        code_dir = Path(host, "code")
-        code_dir.mkdir(mode=0o755)
-        for name, text in files.items():
-            p = code_dir / name
-            p.write_text(text)
-            p.chmod(0o444)
-        argv = [*_bwrap_argv(str(code_dir), limits), "--", SANDBOX_PYTHON, "-I", f"/sandbox/{main}"]
-        as_nobody = {"user": SANDBOX_UID, "group": SANDBOX_UID, "extra_groups": []} if os.geteuid() == 0 else {}
-        with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
-            t0 = time.perf_counter()
+    @classmethod
+    def acquire(cls, lock_dir: str = "/tmp/proctor-uids") -> UidRange:
+        os.makedirs(lock_dir, exist_ok=True)
+        for i in range(1, 1000):
+            base = UID_BASE + i * UID_RANGE
+            fd = os.open(f"{lock_dir}/{base}.lock", os.O_CREAT | os.O_RDWR, 0o600)
             try:
-                with _lock:
-                    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out_f, stderr=err_f,
-                                            start_new_session=True, preexec_fn=_limit_self(limits), **as_nobody)
-                    _live.add(proc.pid)
-            except OSError as e:
-                raise SandboxUnavailable(f"could not start bwrap: {e}") from e
-            timed_out = False
-            try:
-                proc.communicate(input=stdin.encode(), timeout=limits.time_s + 1.0)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                _kill(proc)
-            except BrokenPipeError:  # the program exited without reading its stdin
-                proc.wait()
-            wall = time.perf_counter() - t0
-            with _lock:
-                _live.discard(proc.pid)
-            _reap_orphans()
-            stdout = _read_capped(out_f, limits.output_bytes)
-            stderr = _read_capped(err_f, limits.output_bytes)
-    rc = proc.returncode
-    limited = rc in (-signal.SIGXFSZ, 128 + signal.SIGXFSZ)
-    if rc == 1 and "bwrap:" in stderr[:200] and not stdout:
-        raise SandboxUnavailable(f"bubblewrap could not set up the sandbox: {stderr.strip()[:300]}")
-    return ExecResult(rc, stdout, stderr, timed_out, limited, wall)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            return cls(base, fd)
+        raise SandboxUnavailable("no free sandbox uid range (1000 fork servers on this machine?)")
 
-
-def _kill(proc: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)  # bwrap; its pid namespace (the program) dies with it
-    proc.wait()
-
-
-def _read_capped(f, cap: int) -> str:
-    f.seek(0)
-    return f.read(cap).decode(errors="replace")
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

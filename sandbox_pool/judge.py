@@ -1,34 +1,34 @@
-"""Judge a candidate solution against a problem's tests, each test in its own sandbox run.
+"""Judge a candidate against a problem's tests: one sandbox run per test, verdict decided here.
 
-The verdict is decided here, outside the candidate: ``assert`` tests pass only on the harness's
-nonce-stamped report; ``stdin_stdout`` tests pass only when the exit status is 0 and stdout equals
-the expected output (lines compared with trailing whitespace removed).
+``assert`` tests pass only on the in-sandbox harness's report carrying the run's nonce (exiting
+early, crashing or printing a forged report gives none); ``stdin_stdout`` tests pass only when the
+exit status is 0 and stdout equals the expected output (lines compared without trailing space).
+A run the sandbox itself could not complete makes the verdict ``infra_error``, never pass or fail.
 """
 
 from __future__ import annotations
 
-import json
-import secrets
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
-from sandbox_pool.bwrap import ExecResult, Limits, SandboxUnavailable, run_python
 from sandbox_pool.problem import AssertTest, Problem, StdioTest
+from sandbox_pool.runner import Sandbox
 
 Status = Literal["pass", "wrong_answer", "runtime_error", "timeout", "memory", "output_limit", "infra_error"]
 Which = Literal["public", "private", "all"]
-
-_HARNESS = (Path(__file__).parent / "harness.py").read_text()
+DEFAULT_OUTPUT_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
 class TestResult:
     status: Status
     public: bool
-    detail: str = ""
+    detail: str = ""  # trimmed traceback, or the program's (capped) output on a wrong answer
     wall_s: float = 0.0
+    input: str | None = None  # what the test fed or ran, for feedback
+    expected: str | None = None
 
 
 @dataclass(frozen=True)
@@ -48,73 +48,93 @@ def normalise_output(text: str) -> list[str]:
     return lines
 
 
-def _limits(problem: Problem, output_bytes: int) -> Limits:
-    return Limits(time_s=problem.time_limit_s, memory_mb=problem.memory_mb, output_bytes=output_bytes)
-
-
-def _status_of_crash(r: ExecResult) -> Status | None:
-    if r.timed_out or r.returncode in (-24, 128 + 24):  # wall limit or SIGXCPU
-        return "timeout"
-    if r.output_limited or "[Errno 27] File too large" in r.stderr[-500:]:  # RLIMIT_FSIZE
-        return "output_limit"
-    if "MemoryError" in r.stderr[-500:]:
-        return "memory"
-    return None
-
-
-def run_test(problem: Problem, code: str, test: AssertTest | StdioTest, public: bool,
-             output_bytes: int = Limits.output_bytes) -> TestResult:
-    limits = _limits(problem, output_bytes)
-    try:
-        if isinstance(test, AssertTest):
-            nonce = secrets.token_hex(16)
-            r = run_python({"harness.py": _HARNESS, "solution.py": code, "test.py": test.code},
-                           "harness.py", stdin=nonce + "\n", limits=limits)
-            report = None
-            for line in reversed(r.stdout.splitlines()):
-                if line.startswith(nonce):
-                    report = json.loads(line[len(nonce):])
-                    break
-            if report is None:
-                crash = _status_of_crash(r)
-                detail = r.stderr[-2000:] or f"the program ended (exit status {r.returncode}) before the test finished"
-                return TestResult(crash or "runtime_error", public, detail, r.wall_s)
-            return TestResult(report["status"], public, report["detail"], r.wall_s)
-        r = run_python({"solution.py": code}, "solution.py", stdin=test.input, limits=limits)
-        crash = _status_of_crash(r)
-        if crash:
-            return TestResult(crash, public, r.stderr[-2000:], r.wall_s)
-        if r.returncode != 0:
-            return TestResult("runtime_error", public, r.stderr[-2000:], r.wall_s)
-        if normalise_output(r.stdout) != normalise_output(test.output):
-            return TestResult("wrong_answer", public, r.stdout[:2000], r.wall_s)
-        return TestResult("pass", public, "", r.wall_s)
-    except SandboxUnavailable:
-        raise
-    except Exception as e:  # the judge itself failed: never a pass or a fail
-        return TestResult("infra_error", public, f"{type(e).__name__}: {e}")
-
-
-def judge(problem: Problem, code: str, which: Which = "all", output_bytes: int = Limits.output_bytes) -> Verdict:
+def selected_tests(problem: Problem, which: Which) -> list[tuple[AssertTest | StdioTest, bool]]:
     tests = []
     if which in ("public", "all"):
         tests += [(t, True) for t in problem.public_tests]
     if which in ("private", "all"):
         tests += [(t, False) for t in problem.private_tests]
-    results = [run_test(problem, code, t, public, output_bytes) for t, public in tests]
+    return tests
+
+
+def request(problem: Problem, code: str, test: AssertTest | StdioTest, output_bytes: int) -> dict:
+    req = {"code": code, "time_s": problem.time_limit_s, "memory_mb": problem.memory_mb, "output_bytes": output_bytes}
+    if isinstance(test, AssertTest):
+        return {**req, "mode": "assert", "test": test.code}
+    return {**req, "mode": "stdio", "input": test.input}
+
+
+def _crash_status(res: dict) -> Status | None:
+    rc, err = res["returncode"], res["stderr"][-600:]
+    if res["timed_out"] or rc in (-24, 128 + 24):  # wall limit or SIGXCPU
+        return "timeout"
+    if "[Errno 27] File too large" in err or rc in (-25, 128 + 25):  # RLIMIT_FSIZE
+        return "output_limit"
+    if "MemoryError" in err:
+        return "memory"
+    return None
+
+
+def test_result(test: AssertTest | StdioTest, public: bool, res: dict) -> TestResult:
+    """Turn one raw sandbox result into a per-test status."""
+    shown = {"input": test.code if isinstance(test, AssertTest) else test.input,
+             "expected": None if isinstance(test, AssertTest) else test.output}
+    if "infra_error" in res:
+        return TestResult("infra_error", public, res["infra_error"], **shown)
+    wall = res["wall_s"]
+    report = res.get("report")
+    if report and report["status"] == "infra_error":
+        return TestResult("infra_error", public, report["detail"], wall, **shown)
+    crash = _crash_status(res)
+    if isinstance(test, AssertTest):
+        if report is None or crash == "timeout":
+            detail = res["stderr"][-2000:] or f"the program ended (exit status {res['returncode']}) before the test finished"
+            return TestResult(crash or "runtime_error", public, detail, wall, **shown)
+        if report["status"] == "pass" and crash == "output_limit":
+            return TestResult("output_limit", public, res["stderr"][-2000:], wall, **shown)
+        return TestResult(report["status"], public, report["detail"], wall, **shown)
+    if crash:
+        return TestResult(crash, public, res["stderr"][-2000:], wall, **shown)
+    if res["returncode"] != 0:
+        return TestResult("runtime_error", public, res["stderr"][-2000:], wall, **shown)
+    if normalise_output(res["stdout"]) != normalise_output(test.output):
+        return TestResult("wrong_answer", public, res["stdout"][:2000], wall, **shown)
+    return TestResult("pass", public, "", wall, **shown)
+
+
+def verdict_of(results: list[TestResult]) -> Verdict:
     if any(r.status == "infra_error" for r in results):
         return Verdict("infra_error", results)
     return Verdict("pass" if results and all(r.status == "pass" for r in results) else "fail", results)
 
 
-def judge_many(items: list[tuple[Problem, str]], which: Which = "all", workers: int = 2,
-               progress=None, output_bytes: int = Limits.output_bytes) -> list[Verdict]:
-    """Judge (problem, code) pairs concurrently; ``progress`` is called once per finished item."""
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(judge, p, c, which, output_bytes) for p, c in items]
-        out = []
-        for f in futures:
-            out.append(f.result())
+def submit(sandbox: Sandbox, problem: Problem, code: str, which: Which = "all",
+           output_bytes: int = DEFAULT_OUTPUT_BYTES) -> Callable[[], Verdict]:
+    """Queue every selected test of ``code``; the returned function waits and gives the verdict."""
+    tests = selected_tests(problem, which)
+    futures: list[Future] = [sandbox.submit(request(problem, code, t, output_bytes)) for t, _ in tests]
+    return lambda: verdict_of([test_result(t, pub, f.result()) for (t, pub), f in zip(tests, futures)])
+
+
+def judge(sandbox: Sandbox, problem: Problem, code: str, which: Which = "all",
+          output_bytes: int = DEFAULT_OUTPUT_BYTES) -> Verdict:
+    return submit(sandbox, problem, code, which, output_bytes)()
+
+
+def judge_many(sandbox: Sandbox, items: Sequence[tuple[Problem, str]], which: Which = "all",
+               progress: Callable[[], None] | None = None, output_bytes: int = DEFAULT_OUTPUT_BYTES,
+               window: int = 64) -> list[Verdict]:
+    """Judge (problem, code) pairs; at most ``window`` candidates are queued at once (back-pressure)."""
+    out: list[Verdict] = []
+    queued: list[Callable[[], Verdict]] = []
+    for problem, code in items:
+        queued.append(submit(sandbox, problem, code, which, output_bytes))
+        if len(queued) >= window:
+            out.append(queued.pop(0)())
             if progress:
                 progress()
-        return out
+    for wait in queued:
+        out.append(wait())
+        if progress:
+            progress()
+    return out

@@ -15,6 +15,15 @@ def _private_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def sandbox():
+    """One sandbox for the session: a fork server as root (CI), per-run bwrap otherwise."""
+    from sandbox_pool.runner import Sandbox
+
+    with Sandbox("auto", slots=2) as sb:
+        yield sb
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A random-init 2-layer Llama (hidden 128, head_dim 64: the CPU attention kernels need >= 32) with a real chat tokenizer, saved as a HF dir."""
     import torch

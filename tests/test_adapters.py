@@ -40,10 +40,10 @@ def _wrong(problem) -> str:
     return f"def {problem.entry_point}(*a, **k):\n    pass\n"
 
 
-def _check_judged(problem, solution: str) -> None:
-    verdict = judge(problem, solution)
+def _check_judged(sandbox, problem, solution: str) -> None:
+    verdict = judge(sandbox, problem, solution)
     assert verdict.passed, (problem.id, [(t.status, t.detail) for t in verdict.tests])
-    assert not judge(problem, _wrong(problem)).passed, problem.id
+    assert not judge(sandbox, problem, _wrong(problem)).passed, problem.id
 
 
 def _load(adapter: str, file: str):
@@ -61,7 +61,7 @@ def test_registry():
     }
 
 
-def test_mbpp_full():
+def test_mbpp_full(sandbox):
     problems = _load("mbpp", "mbpp.jsonl")
     rows = _rows("mbpp.jsonl")
     assert [p.id for p in problems] == ["mbpp/1001", "mbpp/1002", "mbpp/1003"]
@@ -73,10 +73,10 @@ def test_mbpp_full():
     assert problems[1].private_tests[-1].code.startswith("SENTENCE = 'a bb ccc dddd'\n")
     assert problems[0].public_tests[0].code == rows[0]["test_list"][0]
     for problem, row in zip(problems, rows, strict=True):
-        _check_judged(problem, row["code"])
+        _check_judged(sandbox, problem, row["code"])
 
 
-def test_mbpp_sanitized():
+def test_mbpp_sanitized(sandbox):
     problems = _load("mbpp", "mbpp_sanitized.jsonl")
     rows = _rows("mbpp_sanitized.jsonl")
     assert [(p.id, p.entry_point) for p in problems] == [("mbpp/2001", "is_square"), ("mbpp/2002", "product")]
@@ -84,10 +84,10 @@ def test_mbpp_sanitized():
     assert problems[1].public_tests[0].code == "import math\n" + rows[1]["test_list"][0]
     assert [(len(p.public_tests), len(p.private_tests)) for p in problems] == [(1, 3), (1, 3)]
     for problem, row in zip(problems, rows, strict=True):
-        _check_judged(problem, row["code"])
+        _check_judged(sandbox, problem, row["code"])
 
 
-def test_codecontests():
+def test_codecontests(sandbox):
     problems = _load("codecontests", "codecontests.jsonl")
     rows = _rows("codecontests.jsonl")
     assert [p.id for p in problems] == ["codecontests/9001_A. Best Pair", "codecontests/9001_B. Bracket Check"]
@@ -100,7 +100,7 @@ def test_codecontests():
     assert problems[1].private_tests[1].input == rows[1]["generated_tests"]["input"][1]
     for problem, row in zip(problems, rows, strict=True):
         assert row["solutions"]["language"][0] == 3  # PYTHON3
-        _check_judged(problem, row["solutions"]["solution"][0])
+        _check_judged(sandbox, problem, row["solutions"]["solution"][0])
 
 
 def test_codecontests_falls_back_to_public_tests(tmp_path):
@@ -115,7 +115,7 @@ def test_codecontests_falls_back_to_public_tests(tmp_path):
     assert (problem.time_limit_s, problem.memory_mb) == (600.0, 65536)
 
 
-def test_apps():
+def test_apps(sandbox):
     problems = _load("apps", "apps.jsonl")
     rows = _rows("apps.jsonl")
     assert [(p.id, p.kind, p.entry_point) for p in problems] == [
@@ -129,10 +129,10 @@ def test_apps():
     assert problems[1].private_tests[0].input == "3\n1 9 9"  # a list of lines, joined
     assert "Solution().countPairs(*_args)" in problems[2].public_tests[0].code
     for problem, row in zip(problems, rows, strict=True):
-        _check_judged(problem, json.loads(row["solutions"])[0])
+        _check_judged(sandbox, problem, json.loads(row["solutions"])[0])
 
 
-def test_livecodebench():
+def test_livecodebench(sandbox):
     problems = _load("livecodebench", "livecodebench.jsonl")
     assert [(p.id, p.kind, p.entry_point) for p in problems] == [
         ("lcb/sample_even_total", "stdin_stdout", None),
@@ -144,7 +144,7 @@ def test_livecodebench():
     assert problems[1].private_tests[0].input == "a b c\n"
     assert problems[2].starter_code.startswith("class Solution:")
     for problem in problems:
-        _check_judged(problem, LCB_SOLUTIONS[problem.id])
+        _check_judged(sandbox, problem, LCB_SOLUTIONS[problem.id])
 
 
 @pytest.mark.parametrize(

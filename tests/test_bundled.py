@@ -37,19 +37,19 @@ def test_not_copied_from_humaneval(bundled):
         assert not close, (p.id, close)
 
 
-def test_reference_solutions_pass_every_test(bundled):
+def test_reference_solutions_pass_every_test(bundled, sandbox):
     problems, solutions = bundled
-    verdicts = judge_many([(p, solutions[p.id]) for p in problems], "all", workers=2)
+    verdicts = judge_many(sandbox, [(p, solutions[p.id]) for p in problems], "all")
     failed = {p.id: [(t.status, t.detail[-200:]) for t in v.tests if t.status != "pass"]
               for p, v in zip(problems, verdicts) if not v.passed}
     assert not failed, failed
 
 
-def test_wrong_solutions_fail_public_and_private(bundled):
+def test_wrong_solutions_fail_public_and_private(bundled, sandbox):
     problems, _ = bundled
     wrong = [(p, f"def {p.entry_point}(*args, **kwargs):\n    pass\n" if p.kind == "assert" else "")
              for p in problems]
-    verdicts = judge_many(wrong, "all", workers=2)
+    verdicts = judge_many(sandbox, wrong, "all")
     for p, v in zip(problems, verdicts):
         assert any(t.public and t.status != "pass" for t in v.tests), f"{p.id}: public tests pass a stub"
         assert any(not t.public and t.status != "pass" for t in v.tests), f"{p.id}: private tests pass a stub"

@@ -28,18 +28,18 @@ def test_164_problems_with_public_and_private_tests(humaneval):
     assert "check(has_close_elements)" in first.private_tests[0].code
 
 
-def test_canonical_solutions_pass_all_tests(humaneval):
+def test_canonical_solutions_pass_all_tests(humaneval, sandbox):
     problems, rows = humaneval
     items = [(p, rows[p.id]["prompt"] + rows[p.id]["canonical_solution"]) for p in problems]
-    verdicts = judge_many(items, "all", workers=2)
+    verdicts = judge_many(sandbox, items, "all")
     failed = [(p.id, [t.detail for t in v.tests if t.status != "pass"]) for p, v in zip(problems, verdicts) if not v.passed]
     assert not failed, failed[:3]
 
 
-def test_pass_bodies_fail_public_and_private(humaneval):
+def test_pass_bodies_fail_public_and_private(humaneval, sandbox):
     problems, rows = humaneval
     items = [(p, rows[p.id]["prompt"] + "    pass\n") for p in problems]
-    verdicts = judge_many(items, "all", workers=2)
+    verdicts = judge_many(sandbox, items, "all")
     for p, v in zip(problems, verdicts):
         assert v.verdict == "fail", p.id
         assert any(not t.public and t.status != "pass" for t in v.tests), p.id
