@@ -20,6 +20,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+import cluster.ray_local  # noqa: F401  (sets the bind-to-loopback variables before anything imports ray)
 from cluster.config import ConfigError, dump_config, load_config
 from cluster.model import EMBEDDED, ModelError, resolve
 from cluster.problems import DataError, load_problems

@@ -3,6 +3,8 @@ from pathlib import Path
 
 import pytest
 
+import cluster.ray_local  # noqa: F401  (before anything imports ray)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -42,3 +44,13 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def ray_local(tmp_path_factory):
+    """A private local Ray (loopback only) for the session."""
+    from cluster.ray_local import init_ray
+
+    ray = init_ray(num_cpus=2, tmp_dir=str(tmp_path_factory.mktemp("ray")))
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,118 @@
+"""A pool of SandboxActors (Ray) with async submit/gather, back-pressure, per-request timeouts, and
+replacement of dead actors (their requests are retried on the new one)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Callable, Sequence
+
+import ray
+
+from sandbox_pool.judge import (
+    DEFAULT_OUTPUT_BYTES,
+    Verdict,
+    Which,
+    request,
+    selected_tests,
+    test_result,
+    verdict_of,
+)
+from sandbox_pool.problem import Problem
+from sandbox_pool.runner import Backend, Sandbox
+
+log = logging.getLogger(__name__)
+
+
+@ray.remote(num_cpus=0)
+class SandboxActor:
+    """Owns a ``Sandbox`` (one fork server with ``slots`` concurrent runs, by default)."""
+
+    def __init__(self, backend: Backend = "auto", slots: int = 2):
+        import os
+
+        self.sandbox = Sandbox(backend, slots)
+        self.pid = os.getpid()
+
+    def info(self) -> dict:
+        return {"pid": self.pid, "backend": self.sandbox.backend, "slots": self.sandbox.slots,
+                "restarts": self.sandbox.restarts}
+
+    async def judge(self, problem: Problem, code: str, which: Which = "all",
+                    output_bytes: int = DEFAULT_OUTPUT_BYTES) -> Verdict:
+        tests = selected_tests(problem, which)
+        futures = [asyncio.wrap_future(self.sandbox.submit(request(problem, code, t, output_bytes)))
+                   for t, _ in tests]
+        results = await asyncio.gather(*futures)
+        return verdict_of([test_result(t, pub, r) for (t, pub), r in zip(tests, results)])
+
+
+class SandboxPool:
+    """Judges candidates on ``actors`` SandboxActors; Ray must be initialised.
+
+    ``max_inflight`` bounds the candidates queued at once (back-pressure for the callers' coroutines);
+    a request that takes longer than ``timeout_s`` or whose actor dies is retried ``retries`` times on
+    a (replacement) actor, then reported as ``infra_error``.
+    """
+
+    def __init__(self, actors: int = 1, backend: Backend = "auto", slots: int = 2, *,
+                 max_inflight: int | None = None, timeout_s: float = 120.0, retries: int = 2):
+        self.backend, self.slots = backend, slots
+        self.actors = [self._spawn() for _ in range(actors)]
+        self.max_inflight = max_inflight or 4 * actors * slots
+        self.timeout_s, self.retries = timeout_s, retries
+        self.replaced = 0
+        self._rr = itertools.count()
+        self._sem: asyncio.Semaphore | None = None
+        ray.get([a.info.remote() for a in self.actors])  # fail here, not mid-batch, if they cannot start
+
+    def _spawn(self):
+        return SandboxActor.options(max_concurrency=1000).remote(self.backend, self.slots)
+
+    def _replace(self, dead) -> None:
+        for i, a in enumerate(self.actors):
+            if a is dead:
+                log.warning("sandbox actor died; replacing it and retrying its requests")
+                self.actors[i] = self._spawn()
+                self.replaced += 1
+
+    async def judge(self, problem: Problem, code: str, which: Which = "all",
+                    output_bytes: int = DEFAULT_OUTPUT_BYTES) -> Verdict:
+        if self._sem is None:
+            self._sem = asyncio.Semaphore(self.max_inflight)
+        async with self._sem:
+            reason = ""
+            for _ in range(self.retries + 1):
+                actor = self.actors[next(self._rr) % len(self.actors)]
+                try:
+                    return await asyncio.wait_for(actor.judge.remote(problem, code, which, output_bytes),
+                                                  self.timeout_s)
+                except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as e:
+                    reason = f"sandbox actor died: {type(e).__name__}"
+                    self._replace(actor)
+                except TimeoutError:
+                    reason = f"no verdict within {self.timeout_s} s"
+            return verdict_of([test_result(t, pub, {"infra_error": reason})
+                               for t, pub in selected_tests(problem, which)])
+
+    async def gather(self, items: Sequence[tuple[Problem, str]], which: Which = "all",
+                     progress: Callable[[], None] | None = None) -> list[Verdict]:
+        async def one(p, c):
+            v = await self.judge(p, c, which)
+            if progress:
+                progress()
+            return v
+
+        return list(await asyncio.gather(*(one(p, c) for p, c in items)))
+
+    def judge_many(self, items: Sequence[tuple[Problem, str]], which: Which = "all",
+                   progress: Callable[[], None] | None = None) -> list[Verdict]:
+        """Blocking form of ``gather`` for scripts and the CLI."""
+        self._sem = None  # a semaphore belongs to one event loop
+        return asyncio.run(self.gather(items, which, progress))
+
+    def shutdown(self) -> None:
+        for a in self.actors:
+            ray.kill(a)
+        self.actors = []
