@@ -23,7 +23,7 @@ from rich.console import Console
 import cluster.ray_local  # noqa: F401  (sets the bind-to-loopback variables before anything imports ray)
 from cluster.config import ConfigError, dump_config, load_config
 from cluster.model import EMBEDDED, ModelError, resolve
-from cluster.problems import DataError, load_problems
+from cluster.problems import DataError, load_problems, load_solutions
 
 console = Console()
 
@@ -81,6 +81,71 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_sandbox_judge(args) -> int:
+    """Judge solutions (JSONL rows {id, code, tag?}) against problems; one JSON row out per solution."""
+    from rich.progress import Progress
+
+    from sandbox_pool.feedback import feedback_text
+    from sandbox_pool.judge import judge_many
+    from sandbox_pool.runner import Sandbox
+
+    cfg = load_config(args.config, args.overrides)
+    problems = {p.id: p for p in load_problems(args.problems)}
+    solutions = load_solutions(args.solutions, problems)
+    out = open(args.out, "w") if args.out else sys.stdout  # noqa: SIM115 - closed below when a file
+    counts = collections.Counter()
+    t0 = time.perf_counter()
+    with Sandbox(cfg.sandbox.backend, cfg.sandbox.slots) as sandbox, \
+            Progress(console=Console(stderr=True), transient=not args.out) as bar:
+        task = bar.add_task("judging", total=len(solutions))
+        verdicts = judge_many(sandbox, [(problems[s["id"]], s["code"]) for s in solutions], args.tests,
+                              progress=lambda: bar.advance(task), output_bytes=cfg.sandbox.max_output_bytes)
+    for s, v in zip(solutions, verdicts):
+        counts[v.verdict] += 1
+        row = {"id": s["id"], "tag": s["tag"], "verdict": v.verdict,
+               "tests": [{"status": t.status, "public": t.public, "detail": t.detail, "wall_s": round(t.wall_s, 4)}
+                         for t in v.tests],
+               "feedback": feedback_text(v)}
+        out.write(json.dumps(row) + "\n")
+    if args.out:
+        out.close()
+    summary = (f"judged {len(solutions)} solutions in {time.perf_counter() - t0:.1f} s: "
+               f"{counts['pass']} pass, {counts['fail']} fail, {counts['infra_error']} infra_error")
+    Console(stderr=True).print(summary + (f" -> {args.out}" if args.out else ""))
+    return 0
+
+
+def cmd_sandbox_serve(args) -> int:
+    """Serve the judge over HTTP until interrupted."""
+    from cluster.ray_local import init_ray
+    from sandbox_pool import serve as judge_service
+
+    cfg = load_config(args.config, args.overrides)
+    try:
+        judge_service.check_bind(args.host, args.token)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    init_ray(cfg.run.ray_address)
+    url = judge_service.start(args.host, args.port, args.token, cfg.sandbox.backend, cfg.sandbox.slots)
+    console.print(f"judge listening on {url} (Ctrl-C to stop)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_bench(args) -> int:
+    """``proctor bench NAME [ARGS]``: runs ``bench/NAME.py``'s ``main(argv)``."""
+    import importlib
+
+    names = sorted(p.stem for p in Path(__file__).resolve().parent.parent.joinpath("bench").glob("[a-z]*.py"))
+    if args.name not in names:
+        console.print(f"[bold red]error:[/] unknown benchmark {args.name!r}; available: {', '.join(names)}")
+        return 2
+    return importlib.import_module(f"bench.{args.name}").main(args.args) or 0
+
+
 def cmd_config_show(args) -> int:
     console.print(dump_config(load_config(args.config, args.overrides)), markup=False, highlight=False)
     return 0
@@ -117,6 +182,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output dir (default RUN_OUT_DIR/eval-DATASET)")
     with_config(p)
     p.set_defaults(fn=cmd_eval)
+
+    sandbox = sub.add_parser("sandbox", help="the sandboxed judge").add_subparsers(dest="action", required=True)
+    p = sandbox.add_parser("judge", help="judge solutions against problems' tests")
+    p.add_argument("--problems", required=True, help="problems: a file or any dataset spec (bundled, humaneval, ...)")
+    p.add_argument("--solutions", required=True, help='JSONL rows {"id", "code", "tag"?}')
+    p.add_argument("--tests", choices=["public", "private", "all"], default="all")
+    p.add_argument("--out", help="write result rows here (default: stdout)")
+    with_config(p)
+    p.set_defaults(fn=cmd_sandbox_judge)
+    p = sandbox.add_parser("serve", help="serve the judge over HTTP (Ray Serve)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--token", help="bearer token; required when --host is not loopback")
+    with_config(p)
+    p.set_defaults(fn=cmd_sandbox_serve)
+
+    p = sub.add_parser("bench", help="benchmarks (bench/NAME.py); the last line printed is one JSON object")
+    p.add_argument("name")
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(fn=cmd_bench)
 
     cfg = sub.add_parser("config", help="configuration").add_subparsers(dest="action", required=True)
     p = cfg.add_parser("show", help="print the resolved config")

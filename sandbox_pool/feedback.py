@@ -35,9 +35,18 @@ def feedback_text(verdict: Verdict, *, max_tests: int = 3, field_chars: int = 30
     failed = [t for t in verdict.tests if t.status != "pass"]
     if verdict.passed or not failed:
         return ""
+    budget = max_chars - len(RETRY) - 60  # room for the header and a "... and N more." line
     lines = ["Your code failed the following tests:", ""]
-    lines += [_describe(t, field_chars) for t in failed[:max_tests]]
-    if len(failed) > max_tests:
-        lines.append(f"- ... and {len(failed) - max_tests} more.")
-    body = _clip("\n".join(lines), max_chars - len(RETRY) - 2)
-    return f"{body}\n\n{RETRY}"
+    shown = 0
+    for t in failed[:max_tests]:
+        line = _describe(t, field_chars)
+        if sum(map(len, lines)) + len(line) > budget:
+            line = _clip(line, max(budget - sum(map(len, lines)), 80))
+            lines.append(line)
+            shown += 1
+            break
+        lines.append(line)
+        shown += 1
+    if len(failed) > shown:
+        lines.append(f"- ... and {len(failed) - shown} more.")
+    return "\n".join(lines) + "\n\n" + RETRY
