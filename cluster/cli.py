@@ -24,6 +24,7 @@ import cluster.ray_local  # noqa: F401  (sets the bind-to-loopback variables bef
 from cluster.config import ConfigError, dump_config, load_config
 from cluster.model import EMBEDDED, ModelError, resolve
 from cluster.problems import DataError, load_problems, load_solutions
+from sandbox_pool.bwrap import SandboxUnavailable
 
 console = Console()
 
@@ -214,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (ConfigError, DataError, ModelError) as e:
+    except (ConfigError, DataError, ModelError, SandboxUnavailable) as e:
         console.print(f"[bold red]error:[/] {e}", highlight=False)
         return 2
 
