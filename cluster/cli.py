@@ -1,9 +1,12 @@
-"""The ``proctor`` command line.
+"""proctor: RL for code LLMs from execution feedback and line-level process rewards.
 
     proctor data inspect NAME_OR_PATH
     proctor model prepare [NAME_OR_PATH]
     proctor model generate [--model M] PROMPT
     proctor eval [--config C] [--dataset D] [--samples K] [--temperature T] [key=value ...]
+    proctor sandbox judge --problems P --solutions S [--tests public|private|all] [--out R.jsonl]
+    proctor sandbox serve [--host H] [--port N] [--token T]
+    proctor bench NAME [ARGS]
     proctor config show [--config C] [key=value ...]
 
 Every command that takes a config accepts ``key=value`` overrides (``rollout.max_turns=2``).
@@ -153,7 +156,7 @@ def cmd_config_show(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="proctor", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="proctor", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="problem datasets").add_subparsers(dest="action", required=True)

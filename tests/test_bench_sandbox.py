@@ -30,3 +30,15 @@ def test_bench_sandbox_reports_all_executors(ray_local, capsys):
     import ray
 
     assert ray.is_initialized(), "the session's Ray must survive the benchmark"
+
+
+def test_a_failing_solution_makes_the_benchmark_fail(ray_local, capsys, monkeypatch):
+    from bench import sandbox
+
+    real_load = sandbox.load
+    monkeypatch.setattr(sandbox, "load", lambda limit: [(p, "pass\n") for p, _ in real_load(limit)])
+    assert cli.main(["bench", "sandbox", "--n", "1", "--limit", "1"]) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert any("warning" in line for line in out)
+    data = json.loads(out[-1])
+    assert all(data[name]["passed"] == 0 for name in EXECUTORS)
