@@ -28,11 +28,11 @@ def _defines(code: str, name: str) -> bool:
 
 
 def extract_code(reply: str, entry_point: str | None = None) -> str | None:
-    """The first fenced Python block that parses (and defines ``entry_point`` when one is given).
+    """The first fenced Python block that parses, preferring one that defines ``entry_point``.
 
-    Returns None when the reply holds no valid code: RLEF counts such a turn as invalid.
+    Returns None when the reply holds no valid code: RLEF counts such a turn as invalid. A block
+    that parses but misses the entry point is valid code that will fail its tests.
     """
     blocks = [b for b in code_blocks(reply) if _parses(b)]
-    if entry_point:
-        blocks = [b for b in blocks if _defines(b, entry_point)] or []
-    return blocks[0] if blocks else None
+    defining = [b for b in blocks if entry_point and _defines(b, entry_point)]
+    return (defining or blocks or [None])[0]
