@@ -39,7 +39,13 @@ ONCE = "--once" in sys.argv[3:]
 # Child side: everything below `_child` runs in the forked child, after the privilege drop.
 
 
-def _plain(value, depth=0):
+# Builtins the harness needs after candidate code has run are bound here, at import, so that a
+# candidate patching the builtins module (builtins.exec = ..., builtins.type = ...) cannot reach them.
+_exec, _compile, _type, _all = exec, compile, type, all
+_AssertionError, _MemoryError, _BaseException = AssertionError, MemoryError, BaseException
+
+
+def _plain(value, depth=0, type=_type, all=_all):
     if depth > 50:
         return False
     if value is None or type(value) in (bool, int, float, complex, str, bytes):
@@ -51,7 +57,7 @@ def _plain(value, depth=0):
     return False
 
 
-def _strict_eq(left, right):
+def _strict_eq(left, right, type=_type):
     # An operand of a user-defined type must not decide equality by itself: compare only values
     # of plain built-in types (numbers compare across int/float/bool as Python does).
     if not (_plain(left) and _plain(right)) and type(left) is not type(right):
@@ -70,8 +76,20 @@ class _AssertRewriter(ast.NodeTransformer):
 
 
 def _compile_test(source):
-    tree = _AssertRewriter().visit(ast.parse(source, "test.py"))
-    return compile(ast.fix_missing_locations(tree), "test.py", "exec")
+    """The test, asserts rewritten, as the body of ``__proctor_test__(__proctor_eq__)``.
+
+    Inside a function the helper is a parameter (a closure cell for nested defs such as HumanEval's
+    ``check``), not a global the candidate could rebind. A test that cannot live in a function
+    (``from m import *``) runs at module level with the helper in its globals.
+    """
+    body = _AssertRewriter().visit(ast.parse(source, "test.py")).body or [ast.Pass()]
+    params = ast.arguments(posonlyargs=[], args=[ast.arg("__proctor_eq__")], kwonlyargs=[], kw_defaults=[],
+                           defaults=[])
+    wrapped = ast.Module(body=[ast.FunctionDef("__proctor_test__", params, body, [], None)], type_ignores=[])
+    try:
+        return compile(ast.fix_missing_locations(wrapped), "test.py", "exec"), True
+    except SyntaxError:
+        return compile(ast.fix_missing_locations(ast.Module(body=body, type_ignores=[])), "test.py", "exec"), False
 
 
 def _lock_down():
@@ -157,21 +175,26 @@ def _child(req, uid, run_dir, report_w, nonce):
                 rc = rc or 1
         os._exit(rc)
 
-    namespace = {"__name__": "solution", "__builtins__": __builtins__, "__proctor_eq__": _strict_eq}
+    test_code, as_function = test_code
+    namespace = {"__name__": "solution", "__builtins__": __builtins__}
+    if not as_function:
+        namespace["__proctor_eq__"] = _strict_eq
     _lock_down()
     try:
-        exec(compile(req["code"], "solution.py", "exec"), namespace)
-        exec(test_code, namespace)
+        _exec(_compile(req["code"], "solution.py", "exec"), namespace)
+        _exec(test_code, namespace)
+        if as_function:
+            namespace.pop("__proctor_test__")(_strict_eq)
         status, detail = "pass", ""
-    except AssertionError:
+    except _AssertionError:
         status, detail = "wrong_answer", _trimmed_traceback()
-    except MemoryError:
+    except _MemoryError:
         status, detail = "memory", "MemoryError"
-    except BaseException:  # SystemExit included: the test must run to its end
+    except _BaseException:  # SystemExit included: the test must run to its end
         status, detail = "runtime_error", _trimmed_traceback()
     try:
         sys.stdout.flush()
-    except BaseException:
+    except _BaseException:
         pass
     report(status, detail)
     os._exit(0)

@@ -15,6 +15,10 @@ FUNC = Problem(id="inc", prompt="inc(x) returns x + 1", kind="assert", entry_poi
                public_tests=[{"code": "assert inc(1) == 2"}],
                private_tests=[{"code": "assert inc(2) == 3"}, {"code": "assert inc(-1) == 0"}],
                time_limit_s=2.0, memory_mb=256)
+MULTI = Problem(id="inc2", prompt="inc(x) returns x + 1", kind="assert", entry_point="inc",
+                public_tests=[{"code": "assert inc(1) == 2\nassert inc(2) == 3"}],
+                private_tests=[{"code": "def check(f):\n    assert f(1) == 2\n    assert f(5) == 6\ncheck(inc)"}],
+                time_limit_s=2.0, memory_mb=256)
 PROG = Problem(id="dbl", prompt="print 2n", kind="stdin_stdout",
                public_tests=[{"input": "3\n", "output": "6\n"}], private_tests=[{"input": "21\n", "output": "42"}],
                time_limit_s=2.0, memory_mb=256)
@@ -59,7 +63,13 @@ ADVERSARIAL = [
      "def inc(x):\n    return Any()\n", {"wrong_answer"}),
     ("patched AssertionError", FUNC,
      "import builtins\nbuiltins.AssertionError = type('X', (Exception,), {})\ndef inc(x): return 0\n",
-     {"wrong_answer", "runtime_error"}),
+     {"wrong_answer"}),
+    ("patched builtins.exec", FUNC,
+     "import builtins\nbuiltins.exec = lambda *a, **k: None\nbuiltins.type = lambda x: int\ndef inc(x): return 0\n",
+     {"wrong_answer"}),
+    ("rebinds the equality helper", MULTI,  # right once, then rebinds the helper and lies
+     "calls = []\ndef inc(x):\n    calls.append(x)\n    globals()['__proctor_eq__'] = lambda a, b: True\n"
+     "    return x + 1 if len(calls) == 1 else 0\n", {"wrong_answer"}),
     ("settrace that skips the assert", FUNC,
      "import sys\ndef inc(x):\n    def t(frame, ev, arg):\n        return t\n    sys.settrace(t)\n    return 0\n",
      {"runtime_error", "wrong_answer"}),
