@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from rollout.config import RolloutConfig
 from rollout.types import Generation, SamplingSpec
 
+GREEDY = SamplingSpec(temperature=0.0)
+
 
 def cpu_only() -> bool:
     import torch
@@ -68,8 +70,8 @@ def _to_tensors(state: Mapping, tied: bool):
 
 
 class Engine:
-    def __init__(self, model_dir: str, cfg: RolloutConfig = RolloutConfig(), seed: int = 0):
-        self.llm = make_llm(model_dir, cfg, seed)
+    def __init__(self, model_dir: str, cfg: RolloutConfig | None = None, seed: int = 0):
+        self.llm = make_llm(model_dir, cfg or RolloutConfig(), seed)
         self.tokenizer = self.llm.get_tokenizer()
         self.version = 0
         self._inbox: queue.Queue = queue.Queue()
@@ -83,7 +85,7 @@ class Engine:
 
     # --- API (any thread, any event loop) -------------------------------------------------------
 
-    async def generate(self, prompt_ids: list[int], spec: SamplingSpec = SamplingSpec()) -> list[Generation]:
+    async def generate(self, prompt_ids: list[int], spec: SamplingSpec = GREEDY) -> list[Generation]:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         self._inbox.put(("generate", (list(prompt_ids), spec, loop, fut)))
@@ -183,10 +185,10 @@ def engine_actor_class():
 
     @ray.remote(num_cpus=0)
     class EngineActor:
-        def __init__(self, model_dir: str, cfg: RolloutConfig = RolloutConfig(), seed: int = 0):
+        def __init__(self, model_dir: str, cfg: RolloutConfig | None = None, seed: int = 0):
             self.engine = Engine(model_dir, cfg, seed)
 
-        async def generate(self, prompt_ids: list[int], spec: SamplingSpec = SamplingSpec()) -> list[Generation]:
+        async def generate(self, prompt_ids: list[int], spec: SamplingSpec = GREEDY) -> list[Generation]:
             return await self.engine.generate(prompt_ids, spec)
 
         async def update_weights(self, state, version: int) -> float:
