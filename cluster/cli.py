@@ -3,7 +3,7 @@
     proctor data inspect NAME_OR_PATH
     proctor model prepare [NAME_OR_PATH]
     proctor model generate [--model M] PROMPT
-    proctor eval [--config C] [--dataset D] [--samples K] [--temperature T] [key=value ...]
+    proctor eval [--model M] [--dataset D] [--turns T] [--samples K] [--limit N] [key=value ...]
     proctor sandbox judge --problems P --solutions S [--tests public|private|all] [--out R.jsonl]
     proctor sandbox serve [--host H] [--port N] [--token T]
     proctor bench NAME [ARGS]
@@ -78,10 +78,17 @@ def cmd_model_generate(args) -> int:
 def cmd_eval(args) -> int:
     from cluster.eval import evaluate
 
-    cfg = load_config(args.config, args.overrides)
+    overrides = list(args.overrides)
+    if args.model:
+        overrides.append(f"model.name={args.model}")
+    if args.limit:
+        overrides.append(f"data.limit={args.limit}")
+    cfg = load_config(args.config, overrides)
     dataset = args.dataset or cfg.data.eval
-    out = Path(args.out or Path(cfg.run.out_dir) / f"eval-{Path(dataset).stem.replace(':', '_')}")
-    evaluate(cfg, dataset, out, samples=args.samples, temperature=args.temperature, console=console)
+    turns = args.turns or cfg.rollout.max_turns
+    out = Path(args.out or Path(cfg.run.out_dir) / f"eval-{Path(dataset).stem.replace(':', '_')}-{turns}turn")
+    evaluate(cfg, dataset, out, turns=turns, samples=args.samples, temperature=args.temperature,
+             top_p=args.top_p, console=console)
     return 0
 
 
@@ -179,10 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", help="YAML config (default configs/local.yaml)")
         p.add_argument("overrides", nargs="*", metavar="key=value")
 
-    p = sub.add_parser("eval", help="single-turn pass@k of a model on a dataset")
+    p = sub.add_parser("eval", help="RLEF rollouts of a model: pass@1, 1@T, pass@k")
+    p.add_argument("--model", help="default: model.name from the config")
     p.add_argument("--dataset", help="default: data.eval from the config")
-    p.add_argument("--samples", type=int, default=1)
-    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--turns", type=int, help="attempts per rollout (default: rollout.max_turns)")
+    p.add_argument("--samples", type=int, default=1, help="rollouts per problem")
+    p.add_argument("--limit", type=int, help="only the first N problems")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (RLEF reports 1@3 at 0.2)")
+    p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--out", help="output dir (default RUN_OUT_DIR/eval-DATASET)")
     with_config(p)
     p.set_defaults(fn=cmd_eval)

@@ -10,19 +10,26 @@ from cluster.cli import main
 @pytest.mark.slow
 def test_eval_cli_on_tiny_model(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "eval"
-    rc = main(["eval", "--dataset", "humaneval", "--out", str(out), f"model.name={tiny_model_dir}",
-               "data.limit=3", "rollout.max_new_tokens=32", "rollout.max_model_len=1024"])
+    rc = main(["eval", "--dataset", "humaneval", "--out", str(out), "--model", str(tiny_model_dir), "--limit", "3",
+               "--turns", "2", "--samples", "2", "--temperature", "1.0",
+               "rollout.max_new_tokens=24", "rollout.max_model_len=1024"])
     assert rc == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["problems"] == 3 and metrics["samples"] == 1
-    assert 0.0 <= metrics["pass@1"] <= 1.0
-    assert metrics["generated_tokens"] > 0
+    assert metrics["problems"] == 3 and metrics["rollouts_per_problem"] == 2 and metrics["max_turns"] == 2
+    assert metrics["generated_tokens"] > 0 and metrics["errors"] == 0
+    assert 0.0 < metrics["engine_busy_fraction"] <= 1.0
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
-    # A random model writes no valid code: every reply is judged invalid, none passes.
-    assert all(r["verdict"] in ("invalid", "fail") for r in rows)
-    assert metrics["pass@1"] == 0.0
-    assert "pass@1" in (out / "report.md").read_text()
+    # A random model writes no valid code: every turn is invalid, so each rollout uses both turns
+    # (the second prompted by feedback), and nothing is solved.
+    for r in rows:
+        assert r["rollouts"] == 2 and r["solved"] == 0
+        for ep in r["episodes"]:
+            assert ep["private_verdict"] == "fail" and len(ep["turns"]) == 2
+            assert not ep["turns"][0]["valid"] and ep["turns"][0]["feedback"]
+    assert metrics["1@2"] == metrics["pass@1"] == metrics["rollout_pass@2"] == 0.0
+    assert metrics["invalid_turns"] == 12 and metrics["turns_used"] == {"2": 6}
+    assert "1@2" in (out / "report.md").read_text()
 
 
 def test_eval_cli_reports_bad_input_clearly(capsys):
