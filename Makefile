@@ -1,5 +1,5 @@
-# `make run`: set up, prepare the embedded model, evaluate it on HumanEval (the main job until
-# the trainer lands). `make test`: set up, then lint and run the test suite.
+# `make run`: set up, prepare the embedded model, evaluate it on HumanEval with RLEF rollouts of up
+# to 3 turns (the main job until the trainer lands). `make test`: set up, then lint and run the test suite.
 .PHONY: setup run test lint
 
 setup:
@@ -7,7 +7,7 @@ setup:
 
 run: setup
 	.venv/bin/proctor model prepare
-	.venv/bin/proctor eval --dataset humaneval $(ARGS)
+	.venv/bin/proctor eval --dataset humaneval --turns 3 $(ARGS)
 
 lint: setup
 	.venv/bin/ruff check .

@@ -94,8 +94,7 @@ def cmd_eval(args) -> int:
 
 def cmd_sandbox_judge(args) -> int:
     """Judge solutions (JSONL rows {id, code, tag?}) against problems; one JSON row out per solution."""
-    from rich.progress import Progress
-
+    from cluster.progress import progress
     from sandbox_pool.feedback import feedback_text
     from sandbox_pool.judge import judge_many
     from sandbox_pool.runner import Sandbox
@@ -107,10 +106,9 @@ def cmd_sandbox_judge(args) -> int:
     counts = collections.Counter()
     t0 = time.perf_counter()
     with Sandbox(cfg.sandbox.backend, cfg.sandbox.slots) as sandbox, \
-            Progress(console=Console(stderr=True), transient=not args.out) as bar:
-        task = bar.add_task("judging", total=len(solutions))
+            progress(Console(stderr=True), "judging", len(solutions)) as advance:
         verdicts = judge_many(sandbox, [(problems[s["id"]], s["code"]) for s in solutions], args.tests,
-                              progress=lambda: bar.advance(task), output_bytes=cfg.sandbox.max_output_bytes)
+                              progress=advance, output_bytes=cfg.sandbox.max_output_bytes)
     for s, v in zip(solutions, verdicts):
         counts[v.verdict] += 1
         row = {"id": s["id"], "tag": s["tag"], "verdict": v.verdict,

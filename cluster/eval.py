@@ -19,12 +19,12 @@ import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 
 from cluster.config import ProctorConfig
 from cluster.model import resolve
 from cluster.problems import load_problems
+from cluster.progress import progress
 from rollout.engine import Engine
 from rollout.episode import FeedbackBank, local_judge, run_episode
 from rollout.types import SamplingSpec
@@ -101,8 +101,7 @@ async def _rollouts(engine, sandbox, problems, cfg, turns, samples, temperature,
     gate = asyncio.Semaphore(concurrency)
     episodes: dict[str, list] = {p.id: [None] * samples for p in problems}
     first_turn: dict[str, list[bool]] = {p.id: [] for p in problems}
-    with Progress(console=console) as bar:
-        task = bar.add_task("rollouts", total=len(problems) * samples)
+    with progress(console, "rollouts", len(problems) * samples) as advance:
 
         async def one(p, j):
             spec = SamplingSpec(temperature=temperature, top_p=top_p, max_tokens=cfg.rollout.max_new_tokens,
@@ -120,7 +119,7 @@ async def _rollouts(engine, sandbox, problems, cfg, turns, samples, temperature,
                     ep = e
                     first_turn[p.id].append(False)
             episodes[p.id][j] = ep
-            bar.advance(task)
+            advance()
 
         await asyncio.gather(*(one(p, j) for p in problems for j in range(samples)))
     return episodes, first_turn
