@@ -1,10 +1,11 @@
 """``proctor bench rollout [--problems N] [--turns T] [--max-tokens M] [--model M]``.
 
-The same first-turn prompts (the bundled training set, sampled at temperature 1 as in training)
-through (a) bare vLLM offline generation, one batch, and (b) proctor's multi-turn RLEF rollout
-(async episodes on the same engine, public tests in the sandbox, feedback turns). Reports generated
-tokens/s of each, their ratio, and the engine busy fraction during the rollout (time the engine
-spent stepping / rollout wall time). Last line: one JSON object.
+(a) proctor's multi-turn RLEF rollout of the bundled training set (async episodes on one engine,
+sampled at temperature 1 as in training, public tests in the sandbox, feedback turns); then
+(b) bare vLLM offline generation of the same work in one batch: every turn's prompt exactly as the
+rollout built it, generating exactly as many tokens as that turn's reply (``ignore_eos``). Reports
+generated tokens/s of each, their ratio, and the engine busy fraction during the rollout (time the
+engine spent stepping / rollout wall time). Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -40,16 +41,9 @@ def main(argv: list[str]) -> int:
     engine = Engine(str(resolve(cfg.model.name, log=console.print)), cfg.rollout, seed=cfg.run.seed)
     spec = SamplingSpec(temperature=1.0, max_tokens=args.max_tokens, seed=None)
     try:
-        prompts = []
-        for p in problems:
-            conv = Conversation(engine.tokenizer)
-            conv.start(first_turn(p))
-            prompts.append({"prompt_token_ids": list(conv.token_ids)})
-        console.print(f"bare vLLM: {len(prompts)} prompts, one batch")
-        t0 = time.perf_counter()
-        outs = engine.llm.generate(prompts, sampling_params(spec), use_tqdm=True)
-        bare_s = time.perf_counter() - t0
-        bare_tokens = sum(len(o.outputs[0].token_ids) for o in outs)
+        warm = Conversation(engine.tokenizer)
+        warm.start(first_turn(problems[0]))
+        asyncio.run(engine.generate(list(warm.token_ids), SamplingSpec(max_tokens=8)))  # first-step compile
 
         console.print(f"proctor rollout: {len(problems)} episodes of up to {args.turns} turns")
         with Sandbox(cfg.sandbox.backend, cfg.sandbox.slots) as sandbox:
@@ -59,6 +53,18 @@ def main(argv: list[str]) -> int:
             episodes = asyncio.run(_episodes(problems, engine, judge, args.turns, spec))
             roll_s = time.perf_counter() - t0
             busy = engine.stats()["busy_s"]
+
+        work = [(e.token_ids[: t.prompt_end + 1], t.reply_span[1] - t.reply_span[0]) for e in episodes for t in e.turns]
+        console.print(f"bare vLLM: the same {len(work)} turn prompts, one batch")
+        params = []
+        for _, n in work:
+            p = sampling_params(spec)
+            p.max_tokens, p.min_tokens, p.ignore_eos = n, n, True
+            params.append(p)
+        t0 = time.perf_counter()
+        outs = engine.llm.generate([{"prompt_token_ids": ids} for ids, _ in work], params, use_tqdm=False)
+        bare_s = time.perf_counter() - t0
+        bare_tokens = sum(len(o.outputs[0].token_ids) for o in outs)
     finally:
         engine.close()
     roll_tokens = sum(sum(e.action_mask) for e in episodes)
