@@ -38,3 +38,37 @@ def test_engine_actor_generates_and_takes_weights_from_the_object_store(ray_loca
     stats = ray.get(actor.stats.remote())
     assert stats["version"] == 3 and 0 < stats["busy_s"] <= stats["wall_s"]
     ray.kill(actor)
+
+
+@pytest.mark.slow
+def test_episodes_over_engine_actors_and_the_sandbox_pool(ray_local, tiny_model_dir):
+    """The distributed path: RLEF episodes as coroutines over 2 EngineActors and a SandboxPool."""
+    from transformers import AutoTokenizer
+
+    from cluster.problems import load_problems
+    from rollout.engine import RemoteGenerator, engine_actor_class
+    from rollout.episode import run_episode
+    from sandbox_pool.pool import SandboxPool
+
+    ray = ray_local
+    cls = engine_actor_class()
+    actors = [cls.remote(str(tiny_model_dir), RolloutConfig(max_model_len=1024)) for _ in range(2)]
+    pool = SandboxPool(actors=1, slots=2)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    problems = load_problems("bundled", limit=4)
+
+    async def run():
+        gen = RemoteGenerator(actors)
+        spec = SamplingSpec(temperature=1.0, max_tokens=16, seed=0)
+        return await asyncio.gather(*(run_episode(p, gen, pool.judge, tok, max_turns=2, spec=spec) for p in problems))
+
+    episodes = asyncio.run(run())
+    for p, e in zip(problems, episodes):
+        assert e.problem_id == p.id and e.private_verdict == "fail" and len(e.turns) == 2
+        assert len(e.token_ids) == len(e.action_mask) == len(e.logprobs)
+        assert sum(e.action_mask) == sum(b - a for a, b in (t.reply_span for t in e.turns))
+    busy = [ray.get(a.stats.remote())["busy_s"] for a in actors]
+    assert all(b > 0 for b in busy), "both engines should have served episodes"
+    pool.shutdown()
+    for a in actors:
+        ray.kill(a)
