@@ -53,6 +53,7 @@ def evaluate(cfg: ProctorConfig, dataset: str, out_dir: Path, *, turns: int, sam
     t_start = time.perf_counter() - t0
     try:
         with Sandbox(cfg.sandbox.backend, cfg.sandbox.slots) as sandbox:
+            engine.reset_stats()
             t1 = time.perf_counter()
             episodes, first_turn = asyncio.run(_rollouts(
                 engine, sandbox, problems, cfg, turns, samples, temperature, top_p, concurrency, console))
