@@ -32,8 +32,9 @@ def cpu_only() -> bool:
 def configure_env(cfg: RolloutConfig) -> None:
     """vLLM reads these at import time: set them before the first ``import vllm``."""
     if cpu_only():
-        # Without a KV-cache size the CPU backend reserves most of the RAM and fails.
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.kv_cache_gib))
+        # Without a KV-cache size the CPU backend reserves most of the RAM and fails. Set per engine
+        # (vLLM reads it when the engine starts), so each engine gets its config's size.
+        os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(cfg.kv_cache_gib)
         os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
     # In-process engine: starts in seconds instead of a minute, and lives inside a Ray actor.
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
