@@ -108,12 +108,17 @@ def verdict_of(results: list[TestResult]) -> Verdict:
     return Verdict("pass" if results and all(r.status == "pass" for r in results) else "fail", results)
 
 
+def verdict_from(tests: list[tuple[AssertTest | StdioTest, bool]], results: Sequence[dict]) -> Verdict:
+    """The verdict of ``selected_tests(...)`` given one raw sandbox result per test, in order."""
+    return verdict_of([test_result(t, pub, r) for (t, pub), r in zip(tests, results, strict=True)])
+
+
 def submit(sandbox: Sandbox, problem: Problem, code: str, which: Which = "all",
            output_bytes: int = DEFAULT_OUTPUT_BYTES) -> Callable[[], Verdict]:
     """Queue every selected test of ``code``; the returned function waits and gives the verdict."""
     tests = selected_tests(problem, which)
     futures: list[Future] = [sandbox.submit(request(problem, code, t, output_bytes)) for t, _ in tests]
-    return lambda: verdict_of([test_result(t, pub, f.result()) for (t, pub), f in zip(tests, futures)])
+    return lambda: verdict_from(tests, [f.result() for f in futures])
 
 
 def judge(sandbox: Sandbox, problem: Problem, code: str, which: Which = "all",

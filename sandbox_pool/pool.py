@@ -16,8 +16,7 @@ from sandbox_pool.judge import (
     Which,
     request,
     selected_tests,
-    test_result,
-    verdict_of,
+    verdict_from,
 )
 from sandbox_pool.problem import Problem
 from sandbox_pool.runner import Backend, Sandbox
@@ -45,7 +44,7 @@ class SandboxActor:
         futures = [asyncio.wrap_future(self.sandbox.submit(request(problem, code, t, output_bytes)))
                    for t, _ in tests]
         results = await asyncio.gather(*futures)
-        return verdict_of([test_result(t, pub, r) for (t, pub), r in zip(tests, results)])
+        return verdict_from(tests, results)
 
 
 class SandboxPool:
@@ -93,8 +92,8 @@ class SandboxPool:
                     self._replace(actor)
                 except TimeoutError:
                     reason = f"no verdict within {self.timeout_s} s"
-            return verdict_of([test_result(t, pub, {"infra_error": reason})
-                               for t, pub in selected_tests(problem, which)])
+            tests = selected_tests(problem, which)
+            return verdict_from(tests, [{"infra_error": reason}] * len(tests))
 
     async def gather(self, items: Sequence[tuple[Problem, str]], which: Which = "all",
                      progress: Callable[[], None] | None = None) -> list[Verdict]:
