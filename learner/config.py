@@ -7,17 +7,31 @@ class LearnerConfig(BaseModel):
     """PPO with a KL penalty to the initial policy (defaults from the RLEF paper)."""
 
     model_config = ConfigDict(extra="forbid")
-    lr: float = Field(default=2e-7, gt=0)
+    lr: float = Field(default=2e-7, gt=0, description="policy learning rate (peak, after warm-up)")
+    critic_lr: float | None = Field(default=None, gt=0, description="critic learning rate (default: lr)")
     weight_decay: float = Field(default=0.1, ge=0)
-    warmup_steps: int = Field(default=50, ge=0)
+    warmup_steps: int = Field(default=50, ge=0, description="optimizer steps of linear lr warm-up")
+    grad_clip: float = Field(default=1.0, ge=0, description="global grad-norm clip (0 = off)")
     clip_eps: float = Field(default=0.2, gt=0)
     value_clip_eps: float = Field(default=0.2, gt=0)
     kl_beta: float = Field(default=0.05, ge=0)
+    kl_kind: Literal["geometric", "per_token"] = Field(
+        default="geometric", description="geometric: RLEF's length-normalised KL per turn; per_token: at every token")
     gamma: float = Field(default=1.0, ge=0, le=1)
     gae_lambda: float = Field(default=1.0, ge=0, le=1)
     value_level: Literal["turn", "token"] = "turn"
+    whiten_advantages: bool = True
+    old_logprobs: Literal["behaviour", "recompute"] = Field(
+        default="behaviour", description="ratio denominator: the sampler's logprobs, or the learner's before the update")
+    entropy_coef: float = Field(default=0.0, ge=0)
     ppo_epochs: int = Field(default=1, ge=1)
-    minibatch_size: int = Field(default=8, ge=1)
+    minibatch_size: int = Field(default=8, ge=1, description="episodes per optimizer step, over all workers")
+    micro_batch_tokens: int = Field(default=4096, ge=1,
+                                    description="padded tokens per forward/backward (length-bucketed micro-batches)")
     zero_stage: Literal[0, 1, 2, 3] = 2
-    world_size: int = Field(default=1, ge=1)
+    world_size: int = Field(default=1, ge=1, description="data-parallel learner workers")
     dtype: Literal["float32", "bfloat16"] = "float32"
+    push_dtype: Literal["same", "bfloat16"] = Field(default="same", description="dtype of the weights sent to engines")
+    gradient_checkpointing: bool = False
+    shm_comm: bool = Field(default=True, description="DeepSpeed's shared-memory allreduce on CPU (JIT-built once)")
+    threads_per_worker: int | None = Field(default=None, ge=1, description="torch threads per learner worker")

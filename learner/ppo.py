@@ -182,3 +182,42 @@ def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> Tensor:
     var_returns = masked_var(returns, mask)
     ev = 1 - masked_var(returns - values, mask) / var_returns
     return torch.where(var_returns > 0, ev, torch.full_like(ev, float("nan")))
+
+
+def segment_sum(x: Tensor, segments: Tensor, num_segments: int) -> Tensor:
+    """Per-segment sums: out[b, k] = sum of x[b, t] over t with segments[b, t] == k (-1 = none)."""
+    x = torch.where(segments >= 0, x, torch.zeros_like(x))
+    return x.new_zeros(x.shape[0], num_segments).scatter_add_(1, segments.clamp(min=0), x)
+
+
+def turn_rewards_shaped(turn_rewards: Tensor, token_rewards: Tensor, logprobs: Tensor, ref_logprobs: Tensor,
+                        token_turn: Tensor, kl_kind: str, kl_beta: float) -> Tensor:
+    """Rewards of each turn for turn-level GAE [B, K]: the outcome reward of the turn, plus the dense
+    rewards of its reply tokens, minus beta times the turn's KL (its mean log-ratio to the reference
+    for ``"geometric"``, RLEF; the sum for ``"per_token"``)."""
+    k = turn_rewards.shape[1]
+    mask = token_turn >= 0
+    dense = segment_sum(token_rewards, token_turn, k)
+    if kl_kind == "per_token":
+        kl = segment_sum(kl_penalty(logprobs, ref_logprobs, mask, "per_token"), token_turn, k)
+    else:
+        kl = kl_penalty(logprobs, ref_logprobs, mask, "geometric", segments=token_turn, num_segments=k)
+    return turn_rewards + dense - kl_beta * kl
+
+
+def token_rewards_shaped(turn_rewards: Tensor, turn_last: Tensor, token_rewards: Tensor, logprobs: Tensor,
+                         ref_logprobs: Tensor, token_turn: Tensor, kl_kind: str, kl_beta: float) -> Tensor:
+    """Rewards per token for token-level GAE [B, T]: dense rewards on reply tokens, each turn's
+    outcome reward on its last reply token (``turn_last`` [B, K], -1 = no turn), and the KL penalty
+    at every token (``"per_token"``) or once per turn on its last token (``"geometric"``)."""
+    mask = token_turn >= 0
+    r = torch.where(mask, token_rewards, torch.zeros_like(token_rewards))
+    per_turn = turn_rewards
+    if kl_kind == "per_token":
+        r = r - kl_beta * kl_penalty(logprobs, ref_logprobs, mask, "per_token")
+    else:
+        k = turn_rewards.shape[1]
+        per_turn = per_turn - kl_beta * kl_penalty(logprobs, ref_logprobs, mask, "geometric",
+                                                   segments=token_turn, num_segments=k)
+    per_turn = torch.where(turn_last >= 0, per_turn, torch.zeros_like(per_turn))
+    return r.scatter_add(1, turn_last.clamp(min=0), per_turn)

@@ -62,7 +62,9 @@ def _to_tensors(state: Mapping, tied: bool):
 
     with warnings.catch_warnings():  # arrays from Ray's object store are read-only views; vLLM copies them
         warnings.simplefilter("ignore", UserWarning)
-        weights = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in state.items()}
+        # bfloat16 travels as uint16 bit patterns (numpy has no bfloat16; no model has uint16 weights).
+        weights = {k: (torch.from_numpy(v).view(torch.bfloat16) if v.dtype == np.uint16 else torch.from_numpy(v))
+                   if isinstance(v, np.ndarray) else v for k, v in state.items()}
     if tied and "lm_head.weight" not in weights and "model.embed_tokens.weight" in weights:
         # With tied embeddings the CPU backend keeps its own copy of the output projection: a reload
         # of embed_tokens alone leaves lm_head stale (measured), so send it explicitly.

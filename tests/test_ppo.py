@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from learner import ppo
 from learner.ppo import (
     broadcast_turns,
     entropy_from_logits,
@@ -280,3 +281,40 @@ def test_entropy_from_logits():
     peaked = torch.full((1, 1, 4), float("-inf"))
     peaked[..., 2] = 0.0
     assert entropy_from_logits(peaked).item() == 0.0
+
+
+def _shaping_case():
+    # One episode, 2 turns: prompt [0, 1], reply 1 = [2, 3], feedback [4], reply 2 = [5, 6, 7].
+    token_turn = torch.tensor([[-1, -1, 0, 0, -1, 1, 1, 1]])
+    lp = torch.tensor([[0.0, 0.0, -1.0, -1.0, 0.0, -2.0, -2.0, -2.0]])
+    ref = torch.tensor([[9.0, 9.0, -1.5, -0.5, 9.0, -2.3, -2.0, -2.6]])  # garbage off-action
+    dense = torch.tensor([[5.0, 5.0, 0.1, 0.2, 5.0, 0.0, -0.3, 0.0]])   # garbage off-action
+    turn_r = torch.tensor([[-0.2, 1.0]])
+    return token_turn, lp, ref, dense, turn_r
+
+
+def test_turn_rewards_shaped_geometric_and_per_token():
+    token_turn, lp, ref, dense, turn_r = _shaping_case()
+    # log-ratios: turn 0: +0.5, -0.5 (mean 0, sum 0); turn 1: +0.3, 0, +0.6 (mean 0.3, sum 0.9)
+    geo = ppo.turn_rewards_shaped(turn_r, dense, lp, ref, token_turn, "geometric", 0.1)
+    torch.testing.assert_close(geo, torch.tensor([[-0.2 + 0.3 - 0.0, 1.0 - 0.3 - 0.03]]))
+    per = ppo.turn_rewards_shaped(turn_r, dense, lp, ref, token_turn, "per_token", 0.1)
+    torch.testing.assert_close(per, torch.tensor([[-0.2 + 0.3, 1.0 - 0.3 - 0.09]]))
+
+
+def test_token_rewards_shaped_puts_outcome_on_last_reply_token():
+    token_turn, lp, ref, dense, turn_r = _shaping_case()
+    turn_last = torch.tensor([[3, 7]])
+    geo = ppo.token_rewards_shaped(turn_r, turn_last, dense, lp, ref, token_turn, "geometric", 0.1)
+    torch.testing.assert_close(geo, torch.tensor([[0, 0, 0.1, 0.2 - 0.2, 0, 0, -0.3, 1.0 - 0.03]]))
+    per = ppo.token_rewards_shaped(turn_r, turn_last, dense, lp, ref, token_turn, "per_token", 0.1)
+    torch.testing.assert_close(per, torch.tensor([[0, 0, 0.1 - 0.05, 0.2 + 0.05 - 0.2, 0, -0.03, -0.3,
+                                                   1.0 - 0.06]]))
+
+
+def test_token_rewards_shaped_ignores_missing_turns():
+    token_turn = torch.tensor([[-1, 0, 0, -1]])
+    zeros = torch.zeros(1, 4)
+    out = ppo.token_rewards_shaped(torch.tensor([[1.0, 7.0]]), torch.tensor([[2, -1]]), zeros, zeros, zeros,
+                                   token_turn, "geometric", 0.1)
+    torch.testing.assert_close(out, torch.tensor([[0.0, 0.0, 1.0, 0.0]]))

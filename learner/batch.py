@@ -1,0 +1,181 @@
+"""The learner's input: one ``Sample`` per episode, padded into tensors, cut into micro-batches.
+
+A sample is one whole multi-turn conversation (token in, token out): prompt, reply 1, feedback,
+reply 2, ... ``action_mask`` marks the reply tokens (the only tokens trained on); ``turn_ends[k]``
+is the index of the last prompt token before reply k (where the turn-level critic is read) and
+``turn_spans[k]`` the reply's [start, end). ``turn_rewards[k]`` is the outcome reward after reply k
+(RLEF); ``token_rewards`` is the optional dense per-token reward (process reward, same length as
+``token_ids``, counted only on action tokens).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+
+class SampleError(ValueError):
+    """A malformed sample; the message names the sample and the field."""
+
+
+@dataclass
+class Sample:
+    token_ids: list[int]
+    action_mask: list[int]
+    logprobs: list[float]                      # behaviour logprob of each action token, 0.0 elsewhere
+    turn_ends: list[int]
+    turn_spans: list[tuple[int, int]]
+    turn_rewards: list[float]
+    token_rewards: list[float] | None = None
+    version: int = 0                           # weight version that sampled it
+    id: str = ""
+
+    def validate(self, index: int = 0) -> None:
+        where = f"sample {index}" + (f" (id {self.id!r})" if self.id else "")
+        n = len(self.token_ids)
+
+        def bad(name: str, why: str) -> SampleError:
+            return SampleError(f"{where}: field {name}: {why}")
+
+        if n < 2:
+            raise bad("token_ids", f"needs at least 2 tokens, got {n}")
+        for name in ("action_mask", "logprobs") + (("token_rewards",) if self.token_rewards is not None else ()):
+            if len(getattr(self, name)) != n:
+                raise bad(name, f"length {len(getattr(self, name))} != len(token_ids) {n}")
+        k = len(self.turn_ends)
+        if k == 0:
+            raise bad("turn_ends", "no turns")
+        if len(self.turn_spans) != k or len(self.turn_rewards) != k:
+            raise bad("turn_spans/turn_rewards", f"need one per turn ({k}), got {len(self.turn_spans)}/"
+                      f"{len(self.turn_rewards)}")
+        prev_end = 0
+        for i, (end, (a, b)) in enumerate(zip(self.turn_ends, self.turn_spans)):
+            if not (prev_end <= end < a <= b <= n) or end != a - 1:
+                raise bad("turn_spans", f"turn {i}: prompt end {end} and reply [{a}, {b}) do not fit "
+                          f"(need reply to start right after the prompt, within {n} tokens, in order)")
+            if a == b:
+                raise bad("turn_spans", f"turn {i}: empty reply")
+            if any(self.action_mask[t] != 1 for t in range(a, b)):
+                raise bad("action_mask", f"turn {i}: reply tokens [{a}, {b}) must all be actions")
+            prev_end = b
+        actions = sum(1 for m in self.action_mask if m)
+        if actions != sum(b - a for a, b in self.turn_spans):
+            raise bad("action_mask", "action tokens outside the turn spans")
+
+
+@dataclass
+class Batch:
+    """Padded tensors of B samples: [B, T] per token, [B, K] per turn (K = most turns)."""
+
+    input_ids: Tensor        # long, padded with pad_id
+    attention_mask: Tensor   # long, 1 on real tokens
+    action_mask: Tensor      # bool
+    old_logprobs: Tensor     # float, behaviour logprobs (0 off-action)
+    token_turn: Tensor       # long, turn index of each action token, -1 elsewhere
+    token_rewards: Tensor    # float, dense reward on action tokens
+    turn_ends: Tensor        # long [B, K], -1 for missing turns
+    turn_last: Tensor        # long [B, K], index of each reply's last token, -1 for missing turns
+    turn_mask: Tensor        # bool [B, K]
+    turn_rewards: Tensor     # float [B, K]
+    versions: Tensor         # long [B]
+    lengths: Tensor          # long [B]
+    extra: dict[str, Tensor] = field(default_factory=dict)  # per-token [B, T] / per-turn [B, K] results
+
+    @property
+    def size(self) -> int:
+        return self.input_ids.shape[0]
+
+    def take(self, rows: list[int] | Tensor) -> Batch:
+        """Rows ``rows``, cropped to their longest sample (so a bucket of short samples stays short)."""
+        rows = torch.as_tensor(rows, dtype=torch.long)
+        t = int(self.lengths[rows].max())
+        k = int(self.turn_mask[rows].sum(1).max())
+
+        def cut(x: Tensor) -> Tensor:
+            x = x[rows]
+            if x.dim() == 2 and x.shape[1] == self.input_ids.shape[1]:
+                return x[:, :t]
+            if x.dim() == 2 and x.shape[1] == self.turn_mask.shape[1]:
+                return x[:, :k]
+            return x
+
+        fields = {name: cut(getattr(self, name)) for name in self.__dataclass_fields__ if name != "extra"}
+        return Batch(**fields, extra={name: cut(x) for name, x in self.extra.items()})
+
+
+def collate(samples: list[Sample], pad_id: int) -> Batch:
+    """Pad ``samples`` (validated) into one ``Batch``."""
+    if not samples:
+        raise SampleError("empty batch: no samples")
+    for i, s in enumerate(samples):
+        s.validate(i)
+    b, t, k = len(samples), max(len(s.token_ids) for s in samples), max(len(s.turn_ends) for s in samples)
+    input_ids = torch.full((b, t), pad_id, dtype=torch.long)
+    attention = torch.zeros((b, t), dtype=torch.long)
+    action = torch.zeros((b, t), dtype=torch.bool)
+    old_lp = torch.zeros((b, t))
+    token_turn = torch.full((b, t), -1, dtype=torch.long)
+    token_rewards = torch.zeros((b, t))
+    turn_ends = torch.full((b, k), -1, dtype=torch.long)
+    turn_last = torch.full((b, k), -1, dtype=torch.long)
+    turn_rewards = torch.zeros((b, k))
+    for i, s in enumerate(samples):
+        n = len(s.token_ids)
+        input_ids[i, :n] = torch.tensor(s.token_ids)
+        attention[i, :n] = 1
+        action[i, :n] = torch.tensor(s.action_mask, dtype=torch.bool)
+        old_lp[i, :n] = torch.tensor(s.logprobs)
+        if s.token_rewards is not None:
+            token_rewards[i, :n] = torch.tensor(s.token_rewards)
+        for j, (end, (a, z)) in enumerate(zip(s.turn_ends, s.turn_spans)):
+            token_turn[i, a:z] = j
+            turn_ends[i, j], turn_last[i, j] = end, z - 1
+        turn_rewards[i, :len(s.turn_rewards)] = torch.tensor(s.turn_rewards)
+    token_rewards = torch.where(action, token_rewards, torch.zeros(()))
+    old_lp = torch.where(action, old_lp, torch.zeros(()))
+    return Batch(input_ids, attention, action, old_lp, token_turn, token_rewards, turn_ends, turn_last,
+                 turn_ends >= 0, turn_rewards, torch.tensor([s.version for s in samples]),
+                 torch.tensor([len(s.token_ids) for s in samples]))
+
+
+def bucket_count(lengths: list[int], max_tokens: int) -> int:
+    """How many micro-batches length-bucketing needs so that rows x longest <= ``max_tokens`` each
+    (a sample longer than the budget gets a micro-batch of its own)."""
+    count, rows, longest = 0, 0, 0
+    for n in sorted(lengths, reverse=True):
+        if rows and (rows + 1) * max(longest, n) > max_tokens:
+            count, rows, longest = count + 1, 0, 0
+        rows, longest = rows + 1, max(longest, n)
+    return count + (rows > 0)
+
+
+def buckets(rows: list[int], lengths: list[int], count: int) -> list[list[int]]:
+    """Split ``rows`` into ``count`` micro-batches of similar lengths (sorted by length, then cut so
+    each holds about the same number of padded tokens). ``count`` may exceed what the token budget
+    needs (to match other workers); a micro-batch is never empty unless there are fewer rows."""
+    order = sorted(rows, key=lambda r: lengths[r], reverse=True)
+    count = max(1, min(count, len(order)))
+    out: list[list[int]] = []
+    start = 0
+    for c in range(count):
+        left = count - c
+        # Greedy: keep adding rows while this micro-batch's padded tokens stay under an equal share
+        # of what is left, but leave at least one row for each later micro-batch.
+        share = sum(lengths[r] for r in order[start:]) / left
+        end = start + 1
+        while end < len(order) - (left - 1) and (end - start + 1) * lengths[order[start]] <= share:
+            end += 1
+        if left == 1:
+            end = len(order)
+        out.append(order[start:end])
+        start = end
+    return out
+
+
+def padding_stats(lengths: list[int], groups: list[list[int]]) -> dict[str, float]:
+    """Real vs padded tokens of a micro-batch split (how much length bucketing saves)."""
+    real = sum(lengths)
+    padded = sum(len(g) * max(lengths[r] for r in g) for g in groups if g)
+    return {"real_tokens": real, "padded_tokens": padded, "padding_frac": 1 - real / padded if padded else 0.0}

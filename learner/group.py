@@ -1,0 +1,126 @@
+"""W ``PPOWorker``s as Ray actors forming one torch.distributed group, driven like one object.
+
+    group = LearnerGroup(model_dir, cfg, seed=0)
+    metrics = group.train(samples)               # one PPO iteration over all workers
+    group.push_weights(engines, version)         # one ray.put, every engine gets the same reference
+    group.save(path); group.load(path)
+
+Samples are dealt to workers round-robin, so each gets the same count (required: every collective
+must be entered by every rank) and a mix of lengths.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from learner.batch import Sample, SampleError
+from learner.config import LearnerConfig
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def learner_actor_class():
+    """The Ray actor class (created lazily so that importing learner does not import ray)."""
+    import ray
+
+    from learner.worker import PPOWorker
+
+    @ray.remote
+    class LearnerActor:
+        def __init__(self, *args, **kwargs):
+            self.worker = PPOWorker(*args, **kwargs)
+
+        def train(self, samples):
+            return self.worker.train(samples)
+
+        def weights_ref(self, dtype: str = "same"):
+            # Wrapped in a list so the caller gets the reference itself, not the resolved arrays.
+            return self.worker.export_weights(lambda state: [ray.put(state)], dtype)
+
+        def save(self, path: str):
+            return self.worker.save(path)
+
+        def load(self, path: str, tag: str | None = None):
+            return self.worker.load(path, tag)
+
+        def state_digest(self):
+            return self.worker.state_digest()
+
+        def steps(self) -> int:
+            return self.worker.steps
+
+    return LearnerActor
+
+
+class LearnerGroup:
+    def __init__(self, model_dir: str, cfg: LearnerConfig, *, seed: int = 0, critic_dir: str | None = None,
+                 num_cpus_per_worker: float = 1, num_gpus_per_worker: float = 0, pad_id: int | None = None,
+                 master_addr: str = "127.0.0.1"):
+        import ray
+
+        if cfg.minibatch_size % cfg.world_size:
+            raise ValueError(f"learner.minibatch_size={cfg.minibatch_size} does not split over "
+                             f"learner.world_size={cfg.world_size} workers")
+        self.cfg = cfg
+        actor_cls = learner_actor_class().options(num_cpus=num_cpus_per_worker, num_gpus=num_gpus_per_worker)
+        port = free_port()
+        self.workers = [actor_cls.remote(str(model_dir), cfg, rank=r, world_size=cfg.world_size,
+                                         master_addr=master_addr, master_port=port, seed=seed,
+                                         critic_dir=critic_dir, pad_id=pad_id)
+                        for r in range(cfg.world_size)]
+        ray.get([w.steps.remote() for w in self.workers])  # surfaces init errors here
+
+    def _all(self, method: str, *args):
+        import ray
+
+        return ray.get([getattr(w, method).remote(*args) for w in self.workers])
+
+    def shard(self, samples: list[Sample]) -> list[list[Sample]]:
+        w = self.cfg.world_size
+        if len(samples) % w:
+            raise SampleError(f"a batch of {len(samples)} episodes does not split evenly over {w} learner "
+                              f"workers: make rollout batches a multiple of learner.world_size")
+        return [samples[r::w] for r in range(w)]
+
+    def train(self, samples: list[Sample]) -> dict[str, float]:
+        import ray
+
+        shards = self.shard(samples)
+        return ray.get([w.train.remote(s) for w, s in zip(self.workers, shards)])[0]
+
+    def weights_ref(self, dtype: str | None = None):
+        """Reference to the actor's full weights in the object store (one copy, made on rank 0)."""
+        refs = self._all("weights_ref", dtype or self.cfg.push_dtype)
+        return refs[0][0]
+
+    def push_weights(self, engines: list, version: int, dtype: str | None = None) -> dict[str, float]:
+        """Put the weights once and have every engine load them (stamped ``version``); timings in s."""
+        import ray
+
+        t0 = time.perf_counter()
+        ref = self.weights_ref(dtype)
+        t1 = time.perf_counter()
+        ray.get([e.update_weights.remote([ref], version) for e in engines])
+        t2 = time.perf_counter()
+        return {"gather_put_s": t1 - t0, "load_s": t2 - t1, "total_s": t2 - t0}
+
+    def save(self, path: str) -> str:
+        return self._all("save", str(path))[0]
+
+    def load(self, path: str, tag: str | None = None) -> None:
+        self._all("load", str(path), tag)
+
+    def state_digests(self) -> list[dict[str, float]]:
+        return self._all("state_digest")
+
+    def shutdown(self) -> None:
+        import ray
+
+        for w in self.workers:
+            ray.kill(w)
+        self.workers = []

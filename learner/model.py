@@ -1,0 +1,89 @@
+"""The learner's networks: the policy (any HF causal LM), and a critic = LM backbone + value head.
+
+A critic or PRM directory is a HF model directory plus ``value_head.safetensors`` (``weight``
+[1, hidden], ``bias`` [1]); without that file the head starts at zero (V = 0 everywhere), so a
+critic initialised from the policy starts neutral. A PRM saved in this format initialises the
+critic (PSGPO).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+VALUE_HEAD = "value_head.safetensors"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def load_policy(model_dir: str | Path, dtype: str = "float32") -> nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=DTYPES[dtype])
+
+
+class ValueModel(nn.Module):
+    """Per-token scalar values: ``value_head(backbone(ids).last_hidden_state)`` -> [B, T]."""
+
+    def __init__(self, backbone: nn.Module, hidden_size: int):
+        super().__init__()
+        self.backbone = backbone
+        self.value_head = nn.Linear(hidden_size, 1)
+        nn.init.zeros_(self.value_head.weight)
+        nn.init.zeros_(self.value_head.bias)
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | Path, dtype: str = "float32") -> ValueModel:
+        from safetensors.torch import load_file
+        from transformers import AutoModel
+
+        backbone = AutoModel.from_pretrained(str(model_dir), dtype=DTYPES[dtype])
+        model = cls(backbone, backbone.config.hidden_size).to(DTYPES[dtype])
+        head = Path(model_dir) / VALUE_HEAD
+        if head.exists():
+            state = load_file(str(head))
+            missing = {"weight", "bias"} - set(state)
+            if missing:
+                raise ValueError(f"{head}: missing tensors {sorted(missing)} (need weight [1, hidden] and bias [1])")
+            model.value_head.load_state_dict({k: v.to(DTYPES[dtype]) for k, v in state.items()})
+        return model
+
+    def save_pretrained(self, out_dir: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        self.backbone.save_pretrained(str(out_dir))
+        save_file({k: v.detach().contiguous() for k, v in self.value_head.state_dict().items()},
+                  str(Path(out_dir) / VALUE_HEAD))
+
+    def gradient_checkpointing_enable(self) -> None:
+        self.backbone.gradient_checkpointing_enable()
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.value_head(hidden).squeeze(-1).float()
+
+
+def action_logprobs(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, action_mask: Tensor,
+                    entropy: str = "none") -> tuple[Tensor, Tensor | None]:
+    """Log-probability of each action token under ``model`` (and the policy entropy there), [B, T],
+    0 off-action. Only the positions that predict an action token of some row go through the LM head
+    (``logits_to_keep``), so the [B, T, V] logits of long prompts are never built. ``entropy``:
+    "none", "detached" (a metric) or "grad" (in the loss)."""
+    b, t = input_ids.shape
+    cols = action_mask[:, 1:].any(0).nonzero().squeeze(-1)        # positions p predicting token p + 1
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=cols).logits.float()
+    logp_all = torch.log_softmax(logits, dim=-1)                    # [B, C, V]
+    targets = input_ids[:, cols + 1]
+    picked = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    out = torch.zeros((b, t), dtype=picked.dtype, device=picked.device)
+    out[:, cols + 1] = picked
+    out = torch.where(action_mask, out, torch.zeros_like(out))
+    if entropy == "none":
+        return out, None
+    with torch.set_grad_enabled(entropy == "grad" and torch.is_grad_enabled()):
+        lp = logp_all if entropy == "grad" else logp_all.detach()
+        ent = -(lp.exp() * lp).sum(-1)
+    entropy = torch.zeros_like(out)
+    entropy[:, cols + 1] = ent
+    return out, torch.where(action_mask, entropy, torch.zeros_like(entropy))

@@ -1,0 +1,335 @@
+"""One data-parallel PPO worker: actor, critic and frozen reference, each a DeepSpeed engine.
+
+``PPOWorker`` is plain Python (a single process runs it as-is, world size 1); ``learner.group``
+runs W of them as Ray actors forming one torch.distributed group (gloo on CPU, nccl on GPU). Every
+collective here (micro-batch counts, metric and whitening sums, ZeRO reductions and gathers,
+checkpoints) is entered by all ranks in the same order, so every rank must get an equal share of
+each batch.
+
+One ``train(samples)`` call is one PPO iteration on one rollout batch:
+1. no-grad forwards: reference logprobs, critic values (and the actor's own logprobs when
+   ``old_logprobs=recompute``);
+2. rewards = outcome per turn + dense per token - beta * KL to the reference; GAE at turn or token
+   level; advantages whitened over all ranks;
+3. ``ppo_epochs`` passes over shuffled minibatches; each minibatch is cut into length-bucketed
+   micro-batches whose gradients accumulate (each loss weighted by its share of the minibatch's
+   tokens, so the step sees the token mean of the whole minibatch), then one optimizer step for
+   the actor and one for the critic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from learner import ppo
+from learner.batch import Batch, Sample, bucket_count, buckets, collate, padding_stats
+from learner.config import LearnerConfig
+from learner.model import ValueModel, action_logprobs, load_policy
+
+
+def _set_dist_env(rank: int, world_size: int, master_addr: str, master_port: int) -> None:
+    # DeepSpeed falls back to MPI discovery unless all five are set.
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR=master_addr,
+                      MASTER_PORT=str(master_port),
+                      LOCAL_RANK="0" if torch.cuda.is_available() else str(rank))
+
+
+def ds_config(cfg: LearnerConfig, lr: float | None, stage: int) -> dict:
+    """DeepSpeed config of one engine (``lr`` None: an inference-only engine, no optimizer)."""
+    conf = {
+        "train_micro_batch_size_per_gpu": 1,
+        "gradient_accumulation_steps": 1,
+        # We decide where the accumulation boundary is (micro-batch counts vary per minibatch).
+        "managed_gradient_accumulation": False,
+        "zero_optimization": {"stage": stage},
+        "bf16": {"enabled": cfg.dtype == "bfloat16"},
+        "steps_per_print": 1 << 30,
+    }
+    if lr is not None:
+        conf["gradient_clipping"] = cfg.grad_clip
+        # torch's AdamW: no JIT-built optimizer op (DeepSpeed's CPU Adam build takes minutes).
+        conf["optimizer"] = {"type": "AdamW", "params": {"lr": lr, "weight_decay": cfg.weight_decay,
+                                                        "betas": [0.9, 0.95], "torch_adam": True}}
+    return conf
+
+
+class PPOWorker:
+    def __init__(self, model_dir: str, cfg: LearnerConfig, *, rank: int = 0, world_size: int = 1,
+                 master_addr: str = "127.0.0.1", master_port: int = 29500, seed: int = 0,
+                 critic_dir: str | None = None, pad_id: int | None = None):
+        self.cfg, self.rank, self.world_size = cfg, rank, world_size
+        if cfg.threads_per_worker:
+            torch.set_num_threads(cfg.threads_per_worker)
+        if not torch.distributed.is_initialized():
+            _set_dist_env(rank, world_size, master_addr, master_port)
+        # DeepSpeed JIT-builds C++ ops on first use: build them once into a cache that outlives runs.
+        os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(
+            os.environ.get("PROCTOR_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "proctor"),
+            "torch_extensions"))
+        import deepspeed
+
+        self.deepspeed = deepspeed
+        if torch.cuda.is_available():
+            backend = "nccl"
+        else:
+            backend = "gloo"
+            if world_size == 1 or not cfg.shm_comm:
+                # Nothing to reduce (or asked not to): skip the shared-memory allreduce op, whose
+                # first use is a one-minute C++ build.
+                deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+        deepspeed.init_distributed(dist_backend=backend)
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        self.gen = torch.Generator().manual_seed(seed + 1)  # minibatch shuffling (same on every rank)
+
+        def engine(model, lr, stage):
+            if lr is None:
+                model.requires_grad_(False)
+            warmup = cfg.warmup_steps
+            sched = None if lr is None else (lambda opt: torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda step: min(1.0, (step + 1) / (warmup + 1))))
+            params = [p for p in model.parameters() if p.requires_grad] if lr is not None else None
+            eng, *_ = deepspeed.initialize(model=model, model_parameters=params, lr_scheduler=sched,
+                                           config=ds_config(cfg, lr, stage))
+            return eng
+
+        policy = load_policy(model_dir, cfg.dtype)
+        critic = ValueModel.from_pretrained(critic_dir or model_dir, cfg.dtype)
+        if cfg.gradient_checkpointing:
+            policy.gradient_checkpointing_enable()
+            critic.gradient_checkpointing_enable()
+        self.pad_id = pad_id if pad_id is not None else (policy.config.pad_token_id or policy.config.eos_token_id or 0)
+        if isinstance(self.pad_id, list):
+            self.pad_id = self.pad_id[0]
+        self.actor = engine(policy, cfg.lr, cfg.zero_stage)
+        self.critic = engine(critic, cfg.critic_lr or cfg.lr, cfg.zero_stage)
+        self.ref = engine(load_policy(model_dir, cfg.dtype), None, 3 if cfg.zero_stage == 3 else 0)
+        self.ref.eval()
+        self.steps = 0        # optimizer steps
+        self.iterations = 0   # train() calls
+
+    # --- collectives ---------------------------------------------------------------------------------
+
+    def _all_sum(self, values: list[float]) -> list[float]:
+        t = torch.tensor(values, dtype=torch.float64)
+        if self.world_size > 1:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t.tolist()
+
+    def _all_max(self, value: int) -> int:
+        t = torch.tensor([value], dtype=torch.long)
+        if self.world_size > 1:
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return int(t.item())
+
+    def _split(self, batch: Batch, rows: list[int]) -> list[list[int]]:
+        """Length buckets of ``rows``, as many on every rank (ZeRO-3 forwards are collective)."""
+        lengths = batch.lengths.tolist()
+        count = self._all_max(bucket_count([lengths[r] for r in rows], self.cfg.micro_batch_tokens))
+        return buckets(rows, lengths, count)
+
+    def _whiten(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Whitening with mean and variance over all ranks' masked entries."""
+        m = mask.bool()
+        s, s2, n = self._all_sum([ppo.masked_sum(x, m).item(), ppo.masked_sum(x * x, m).item(), m.sum().item()])
+        mean = s / max(n, 1)
+        var = max(s2 / max(n, 1) - mean * mean, 0.0) * n / max(n - 1, 1)
+        return torch.where(m, (x - mean) / (var + 1e-8) ** 0.5, torch.zeros_like(x))
+
+    # --- one PPO iteration ---------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _prepare(self, batch: Batch) -> dict[str, float]:
+        """Reference logprobs, old values, rewards, advantages and returns into ``batch.extra``."""
+        cfg = self.cfg
+        b, t = batch.input_ids.shape
+        ref_lp, values = torch.zeros(b, t), torch.zeros(b, t)
+        old_lp = batch.old_logprobs.clone()
+        groups = self._split(batch, list(range(b)))
+        for rows in groups:
+            mb = batch.take(rows)
+            n = mb.input_ids.shape[1]
+            ref_lp[rows, :n] = action_logprobs(self.ref, mb.input_ids, mb.attention_mask, mb.action_mask)[0].float()
+            values[rows, :n] = self.critic(mb.input_ids, mb.attention_mask).float()
+            if cfg.old_logprobs == "recompute":
+                old_lp[rows, :n] = action_logprobs(self.actor, mb.input_ids, mb.attention_mask,
+                                                   mb.action_mask)[0].float()
+        mask = batch.action_mask
+        log_ratio = ppo.kl_penalty(old_lp, ref_lp, mask, "per_token")
+        behaviour_gap = ppo.kl_penalty(batch.old_logprobs, old_lp, mask, "per_token")
+        if cfg.value_level == "turn":
+            old_values = values.gather(1, batch.turn_ends.clamp(min=0))
+            rewards = ppo.turn_rewards_shaped(batch.turn_rewards, batch.token_rewards, old_lp, ref_lp,
+                                              batch.token_turn, cfg.kl_kind, cfg.kl_beta)
+            adv, returns = ppo.turn_gae(rewards, old_values, batch.turn_mask, cfg.gamma, cfg.gae_lambda)
+            vmask = batch.turn_mask
+            if cfg.whiten_advantages:
+                adv = self._whiten(adv, vmask)
+            token_adv = ppo.broadcast_turns(adv, batch.token_turn)
+        else:
+            # The value of the state before token p is the critic's output at p - 1.
+            old_values = torch.cat([torch.zeros(b, 1), values[:, :-1]], dim=1)
+            rewards = ppo.token_rewards_shaped(batch.turn_rewards, batch.turn_last, batch.token_rewards, old_lp,
+                                               ref_lp, batch.token_turn, cfg.kl_kind, cfg.kl_beta)
+            adv, returns = ppo.token_gae(rewards, old_values, mask, cfg.gamma, cfg.gae_lambda)
+            vmask = mask
+            if cfg.whiten_advantages:
+                adv = self._whiten(adv, vmask)
+            token_adv = adv
+        batch.extra.update(old_logprobs=old_lp, advantages=token_adv, old_values=old_values, returns=returns)
+        ev = ppo.explained_variance(old_values, returns, vmask)
+        n_act = mask.sum().item()
+        sums = self._all_sum([ppo.masked_sum(log_ratio, mask).item(), n_act,
+                              ppo.masked_sum(behaviour_gap, mask).item(), rewards.sum().item(), b,
+                              0.0 if torch.isnan(ev) else ev.item(), 0.0 if torch.isnan(ev) else 1.0])
+        stats = padding_stats(batch.lengths.tolist(), groups)
+        return {"kl_ref": sums[0] / max(sums[1], 1), "behaviour_logprob_gap": sums[2] / max(sums[1], 1),
+                "reward_mean": sums[3] / max(sums[4], 1), "value_explained_var": sums[5] / sums[6] if sums[6] else
+                float("nan"), "padding_frac": stats["padding_frac"]}
+
+    def _minibatch(self, batch: Batch, rows: list[int], acc: dict) -> None:
+        cfg = self.cfg
+        mb = batch.take(rows)
+        turn = cfg.value_level == "turn"
+        vmask_all = mb.turn_mask if turn else mb.action_mask
+        n_tok, n_val = int(mb.action_mask.sum()), int(vmask_all.sum())
+        for group in self._split(mb, list(range(mb.size))):
+            m = mb.take(group)
+            ent_mode = "grad" if cfg.entropy_coef > 0 else "detached"
+            lp, ent = action_logprobs(self.actor, m.input_ids, m.attention_mask, m.action_mask, entropy=ent_mode)
+            pl, pst = ppo.policy_loss(lp, m.extra["old_logprobs"], m.extra["advantages"], m.action_mask, cfg.clip_eps)
+            w = float(m.action_mask.sum()) / max(n_tok, 1)
+            ent_mean = ppo.masked_mean(ent, m.action_mask)
+            loss = pl - cfg.entropy_coef * ent_mean if cfg.entropy_coef > 0 else pl
+            self.actor.backward(loss * w, scale_wrt_gas=False)
+            v = self.critic(m.input_ids, m.attention_mask).float()
+            v = v.gather(1, m.turn_ends.clamp(min=0)) if turn else torch.cat([torch.zeros_like(v[:, :1]), v[:, :-1]], 1)
+            vmask = m.turn_mask if turn else m.action_mask
+            vl, vst = ppo.value_loss(v, m.extra["old_values"], m.extra["returns"], vmask, cfg.value_clip_eps)
+            wv = float(vmask.sum()) / max(n_val, 1)
+            self.critic.backward(vl * wv, scale_wrt_gas=False)
+            for k, x in (("policy_loss", pl), ("policy_clip_frac", pst["clip_frac"]), ("approx_kl", pst["approx_kl"]),
+                         ("entropy", ent_mean)):
+                acc[k] += float(x.detach()) * w
+            acc["value_loss"] += float(vl.detach()) * wv
+            acc["value_clip_frac"] += float(vst["clip_frac"]) * wv
+        self.actor.step()
+        self.critic.step()
+        self.steps += 1
+        acc["grad_norm"] += float(self.actor.get_global_grad_norm() or 0.0)
+        acc["critic_grad_norm"] += float(self.critic.get_global_grad_norm() or 0.0)
+        acc["minibatches"] += 1
+
+    def train(self, samples: list[Sample]) -> dict[str, float]:
+        """One PPO iteration on this rank's share of a rollout batch; metrics averaged over ranks."""
+        t0 = time.perf_counter()
+        self.actor.train()
+        self.critic.train()
+        batch = collate(samples, self.pad_id)
+        lag = float(self.steps - batch.versions.float().mean())
+        metrics = self._prepare(batch)
+        per_rank = max(1, self.cfg.minibatch_size // self.world_size)
+        acc: dict[str, float] = defaultdict(float)
+        for _ in range(self.cfg.ppo_epochs):
+            perm = torch.randperm(batch.size, generator=self.gen).tolist()
+            for start in range(0, batch.size, per_rank):
+                self._minibatch(batch, perm[start:start + per_rank], acc)
+        n_mb = acc.pop("minibatches")
+        names = sorted(acc)
+        means = self._all_sum([acc[k] / n_mb for k in names])
+        metrics.update({k: v / self.world_size for k, v in zip(names, means)})
+        wall = time.perf_counter() - t0
+        tokens = self._all_sum([float(batch.lengths.sum()) * self.cfg.ppo_epochs, wall])
+        self.iterations += 1
+        metrics.update(tokens_per_s=tokens[0] / (tokens[1] / self.world_size), step_s=wall, steps=self.steps,
+                       iteration=self.iterations, lr=self.actor.get_lr()[0],
+                       version_lag=lag,
+                       peak_rss_gib=_peak_rss_gib())
+        return metrics
+
+    # --- weights -------------------------------------------------------------------------------------
+
+    def export_weights(self, sink: Callable[[dict[str, np.ndarray]], object], dtype: str = "same"):
+        """Hand the actor's full weights (HF names -> numpy arrays) to ``sink`` on rank 0 and return
+        what it returns (None on other ranks). Arrays are views of the parameters where possible:
+        ``sink`` must copy them out (``ray.put`` does) before returning. Under ZeRO-3 every rank must
+        call this (the gather is collective). bfloat16 arrays travel as uint16 bit patterns."""
+        named = list(self.actor.module.named_parameters())
+        gather = (self.deepspeed.zero.GatheredParameters([p for _, p in named], modifier_rank=None)
+                  if self.cfg.zero_stage == 3 else contextlib.nullcontext())
+        with gather:
+            if self.rank != 0:
+                return None
+            out = {}
+            for name, p in named:
+                t = p.detach()
+                if dtype == "bfloat16":
+                    t = t.to(torch.bfloat16)
+                t = t.cpu()
+                out[name] = t.view(torch.uint16).numpy() if t.dtype == torch.bfloat16 else t.numpy()
+            return sink(out)
+
+    def state_digest(self) -> dict[str, float]:
+        """Sum and sum of squares of actor and critic parameters on this rank (tests compare ranks)."""
+        out = {}
+        for name, eng in (("actor", self.actor), ("critic", self.critic)):
+            params = [p for p in eng.module.parameters()]
+            gather = (self.deepspeed.zero.GatheredParameters(params, modifier_rank=None)
+                      if self.cfg.zero_stage == 3 else contextlib.nullcontext())
+            with gather:
+                out[name] = float(sum(p.detach().double().sum() for p in params))
+                out[name + "_sq"] = float(sum((p.detach().double() ** 2).sum() for p in params))
+        return out
+
+    # --- checkpoints ---------------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> str:
+        """DeepSpeed checkpoints of actor and critic (weights, optimizer, lr schedule) plus each rank's
+        RNG states; every rank must call it. Returns the tag."""
+        path = Path(path)
+        tag = f"step{self.steps}"
+        client = {"steps": self.steps, "iterations": self.iterations}
+        self.actor.save_checkpoint(str(path / "actor"), tag=tag, client_state=client)
+        self.critic.save_checkpoint(str(path / "critic"), tag=tag)
+        rng = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
+               "shuffle": self.gen.get_state()}
+        (path / "rng").mkdir(parents=True, exist_ok=True)
+        torch.save(rng, path / "rng" / f"{tag}_rank{self.rank}.pt")
+        return tag
+
+    def load(self, path: str | Path, tag: str | None = None) -> None:
+        """Resume from ``save``: same weights, optimizer moments, lr schedule, step and RNG states."""
+        path = Path(path)
+        for name, eng in (("actor", self.actor), ("critic", self.critic)):
+            load_path, client = eng.load_checkpoint(str(path / name), tag=tag, load_optimizer_states=True,
+                                                    load_lr_scheduler_states=True)
+            if load_path is None:
+                raise FileNotFoundError(f"no {name} checkpoint under {path / name}")
+            if name == "actor":
+                self.steps, self.iterations = client["steps"], client["iterations"]
+        rng_file = path / "rng" / f"step{self.steps}_rank{self.rank}.pt"
+        if not rng_file.exists():
+            raise FileNotFoundError(f"{rng_file}: RNG state of rank {self.rank} missing (saved with another world size?)")
+        rng = torch.load(rng_file, weights_only=False)
+        torch.set_rng_state(rng["torch"])
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        self.gen.set_state(rng["shuffle"])
+
+
+def _peak_rss_gib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
