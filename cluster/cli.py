@@ -148,11 +148,13 @@ def cmd_bench(args) -> int:
     """``proctor bench NAME [ARGS]``: runs ``bench/NAME.py``'s ``main(argv)``."""
     import importlib
 
-    names = sorted(p.stem for p in Path(__file__).resolve().parent.parent.joinpath("bench").glob("[a-z]*.py"))
+    # bench/weight_sync.py is ``proctor bench weight-sync``
+    names = sorted(p.stem.replace("_", "-") for p in
+                   Path(__file__).resolve().parent.parent.joinpath("bench").glob("[a-z]*.py"))
     if args.name not in names:
         console.print(f"[bold red]error:[/] unknown benchmark {args.name!r}; available: {', '.join(names)}")
         return 2
-    return importlib.import_module(f"bench.{args.name}").main(args.args) or 0
+    return importlib.import_module(f"bench.{args.name.replace('-', '_')}").main(args.args) or 0
 
 
 def cmd_config_show(args) -> int:

@@ -26,7 +26,7 @@ class LearnerConfig(BaseModel):
     entropy_coef: float = Field(default=0.0, ge=0)
     ppo_epochs: int = Field(default=1, ge=1)
     minibatch_size: int = Field(default=8, ge=1, description="episodes per optimizer step, over all workers")
-    micro_batch_tokens: int = Field(default=4096, ge=1,
+    micro_batch_tokens: int = Field(default=2048, ge=1,
                                     description="padded tokens per forward/backward (length-bucketed micro-batches)")
     zero_stage: Literal[0, 1, 2, 3] = 2
     world_size: int = Field(default=1, ge=1, description="data-parallel learner workers")

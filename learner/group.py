@@ -105,9 +105,11 @@ class LearnerGroup:
         t0 = time.perf_counter()
         ref = self.weights_ref(dtype)
         t1 = time.perf_counter()
-        ray.get([e.update_weights.remote([ref], version) for e in engines])
+        engine_s = ray.get([e.update_weights.remote([ref], version) for e in engines])
         t2 = time.perf_counter()
-        return {"gather_put_s": t1 - t0, "load_s": t2 - t1, "total_s": t2 - t0}
+        # engine_load_s: the slowest engine's own load (vLLM reload_weights); the rest is transport.
+        return {"gather_put_s": t1 - t0, "fetch_load_s": t2 - t1, "engine_load_s": max(engine_s, default=0.0),
+                "total_s": t2 - t0}
 
     def save(self, path: str) -> str:
         return self._all("save", str(path))[0]

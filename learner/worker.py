@@ -250,12 +250,12 @@ class PPOWorker:
         means = self._all_sum([acc[k] / n_mb for k in names])
         metrics.update({k: v / self.world_size for k, v in zip(names, means)})
         wall = time.perf_counter() - t0
-        tokens = self._all_sum([float(batch.lengths.sum()) * self.cfg.ppo_epochs, wall])
+        tokens = self._all_sum([float(batch.lengths.sum()) * self.cfg.ppo_epochs, wall, _peak_rss_gib()])
         self.iterations += 1
         metrics.update(tokens_per_s=tokens[0] / (tokens[1] / self.world_size), step_s=wall, steps=self.steps,
                        iteration=self.iterations, lr=self.actor.get_lr()[0],
                        version_lag=lag,
-                       peak_rss_gib=_peak_rss_gib())
+                       peak_rss_gib=_peak_rss_gib(), peak_rss_gib_all_workers=tokens[2])
         return metrics
 
     # --- weights -------------------------------------------------------------------------------------

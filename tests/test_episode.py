@@ -172,3 +172,20 @@ def test_infra_error_episode_is_dropped_not_scored(tok):
     assert len(ep.turns) == 1 and ep.turns[0].feedback == "" and ep.private_verdict == "infra_error"
     with pytest.raises(ValueError, match="infra error"):
         rlef_rewards(ep, CFG)
+
+
+def test_episode_becomes_a_valid_learner_sample(tok, sandbox):
+    from cluster.trajectory import to_sample
+    from learner.batch import collate
+
+    ep, gen = play(ADD, tok, sandbox, [NO_CODE_REPLY, WRONG_ADD, RIGHT_ADD])
+    s = to_sample(ep, CFG)
+    s.validate()
+    assert s.turn_rewards == [-0.2, 0.0, 1.0] and s.version == 7 and s.id == "add"
+    b = collate([s], pad_id=0)
+    for k, (turn, g) in enumerate(zip(ep.turns, gen.generated)):
+        a, z = turn.reply_span
+        assert b.token_turn[0, a:z].tolist() == [k] * (z - a)
+        assert b.old_logprobs[0, a:z].tolist() == pytest.approx(g.logprobs)
+        assert int(b.turn_ends[0, k]) == turn.prompt_end
+    assert int((b.token_turn[0] >= 0).sum()) == sum(ep.action_mask)

@@ -171,3 +171,22 @@ def test_two_workers_stay_identical_and_push_to_an_engine(ray_local, tiny_model_
     assert (new_lp - old_lp).abs().max() > 2e-2, "training barely moved the policy: the test cannot tell"
     group.shutdown()
     ray.kill(engine)
+
+
+@pytest.mark.slow
+def test_bfloat16_training_and_bfloat16_push(ray_local, v16_model_dir):
+    from learner.group import LearnerGroup
+    from rollout.engine import _to_tensors
+
+    ray = ray_local
+    cfg = LearnerConfig(lr=1e-3, warmup_steps=0, minibatch_size=8, zero_stage=2, dtype="bfloat16")
+    group = LearnerGroup(str(v16_model_dir), cfg, seed=0, num_cpus_per_worker=0.5)
+    metrics = group.train(sample(hf_with(v16_model_dir, None), 8, seed=0))
+    assert np.isfinite(metrics["policy_loss"]) and np.isfinite(metrics["value_loss"])
+    pushed = ray.get(group.weights_ref("bfloat16"))
+    group.shutdown()
+    assert all(a.dtype == np.uint16 for a in pushed.values())  # bf16 bit patterns
+    tensors = dict(_to_tensors(pushed, tied=True))
+    emb = tensors["model.embed_tokens.weight"]
+    assert emb.dtype == torch.bfloat16 and tensors["lm_head.weight"] is emb
+    assert torch.isfinite(emb.float()).all() and 0.001 < emb.float().abs().mean() < 1
