@@ -160,11 +160,15 @@ class PPOWorker:
         for rows in groups:
             mb = batch.take(rows)
             n = mb.input_ids.shape[1]
-            ref_lp[rows, :n] = action_logprobs(self.ref, mb.input_ids, mb.attention_mask, mb.action_mask)[0].float()
             values[rows, :n] = self.critic(mb.input_ids, mb.attention_mask).float()
             if cfg.old_logprobs == "recompute":
                 old_lp[rows, :n] = action_logprobs(self.actor, mb.input_ids, mb.attention_mask,
                                                    mb.action_mask)[0].float()
+            if cfg.kl_beta > 0:
+                ref_lp[rows, :n] = action_logprobs(self.ref, mb.input_ids, mb.attention_mask,
+                                                   mb.action_mask)[0].float()
+        if cfg.kl_beta == 0:
+            ref_lp = old_lp  # no penalty: skip the reference forwards (kl_ref is then reported as 0)
         mask = batch.action_mask
         log_ratio = ppo.kl_penalty(old_lp, ref_lp, mask, "per_token")
         behaviour_gap = ppo.kl_penalty(batch.old_logprobs, old_lp, mask, "per_token")

@@ -66,7 +66,7 @@ def test_ppo_raises_a_trivially_learnable_reward(ray_local, v16_model_dir):
     from learner.group import LearnerGroup
 
     ray = ray_local
-    cfg = LearnerConfig(lr=1e-3, warmup_steps=0, kl_beta=0.0, minibatch_size=8, ppo_epochs=2, zero_stage=2)
+    cfg = LearnerConfig(lr=1e-3, warmup_steps=0, kl_beta=0.01, minibatch_size=8, ppo_epochs=2, zero_stage=2)
     group = LearnerGroup(str(v16_model_dir), cfg, seed=0, num_cpus_per_worker=0.5)
     rewards, metrics = [], []
     state = None
