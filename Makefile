@@ -1,11 +1,16 @@
-# `make run`: set up, prepare the embedded model, evaluate it on HumanEval with RLEF rollouts of up
-# to 3 turns (the main job until the trainer lands). `make test`: set up, then lint and run the test suite.
-.PHONY: setup run test lint
+# `make run`: set up, prepare the embedded model, train it with RLEF (`proctor train`, configs/local.yaml;
+# pass overrides with ARGS="run.iterations=10"). `make eval`: RLEF evaluation on HumanEval (3 turns).
+# `make test`: set up, then lint and run the test suite.
+.PHONY: setup run eval test lint
 
 setup:
 	@bash scripts/setup.sh
 
 run: setup
+	.venv/bin/proctor model prepare
+	.venv/bin/proctor train $(ARGS)
+
+eval: setup
 	.venv/bin/proctor model prepare
 	.venv/bin/proctor eval --dataset humaneval --turns 3 $(ARGS)
 

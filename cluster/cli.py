@@ -3,6 +3,8 @@
     proctor data inspect NAME_OR_PATH
     proctor model prepare [NAME_OR_PATH]
     proctor model generate [--model M] PROMPT
+    proctor train [--config C] [--run-dir D] [--resume RUN_DIR] [key=value ...]
+    proctor plot RUN_DIR
     proctor eval [--model M] [--dataset D] [--turns T] [--samples K] [--limit N] [key=value ...]
     proctor sandbox judge --problems P --solutions S [--tests public|private|all] [--out R.jsonl]
     proctor sandbox serve [--host H] [--port N] [--token T]
@@ -89,6 +91,35 @@ def cmd_eval(args) -> int:
     out = Path(args.out or Path(cfg.run.out_dir) / f"eval-{Path(dataset).stem.replace(':', '_')}-{turns}turn")
     evaluate(cfg, dataset, out, turns=turns, samples=args.samples, temperature=args.temperature,
              top_p=args.top_p, console=console)
+    return 0
+
+
+def cmd_train(args) -> int:
+    from cluster.train import train
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        saved = run_dir / "config.yaml"
+        if not saved.exists():
+            console.print(f"[bold red]error:[/] {saved} not found: --resume needs a run dir written by proctor train")
+            return 2
+        cfg = load_config(saved, args.overrides)
+    else:
+        cfg = load_config(args.config, args.overrides)
+        run_dir = Path(args.run_dir or cfg.run.out_dir)
+    train(cfg, run_dir, resume=bool(args.resume), console=console)
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from cluster.plot import plot
+
+    try:
+        out = plot(Path(args.run_dir), Path(args.out) if args.out else None)
+    except (FileNotFoundError, ValueError) as e:
+        console.print(f"[bold red]error:[/] {e}")
+        return 2
+    console.print(f"wrote {out}")
     return 0
 
 
@@ -197,6 +228,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output dir (default RUN_OUT_DIR/eval-DATASET)")
     with_config(p)
     p.set_defaults(fn=cmd_eval)
+
+    p = sub.add_parser("train", help="RLEF training: rollouts, PPO updates, weight pushes, checkpoints")
+    p.add_argument("--run-dir", help="output dir (default: run.out_dir from the config)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    with_config(p)
+    p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("plot", help="PNG learning curves of a training run")
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="PNG path (default RUN_DIR/curves.png)")
+    p.set_defaults(fn=cmd_plot)
 
     sandbox = sub.add_parser("sandbox", help="the sandboxed judge").add_subparsers(dest="action", required=True)
     p = sandbox.add_parser("judge", help="judge solutions against problems' tests")

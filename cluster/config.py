@@ -45,6 +45,10 @@ class RunConfig(BaseModel):
     iterations: int = Field(default=10, ge=1)
     torch_threads: int = Field(default=1, ge=1)
     ray_address: str | None = Field(default=None, description="None: start a private local Ray")
+    problems_per_iteration: int = Field(default=4, ge=1, description="training problems per PPO iteration")
+    checkpoint_every: int = Field(default=1, ge=0, description="iterations between checkpoints (0 = only at the end)")
+    learner_cpus: float = Field(default=1.0, gt=0, description="Ray CPUs reserved per learner worker")
+    engine_cpus: float = Field(default=0.5, ge=0, description="Ray CPUs reserved per engine")
 
 
 class ProctorConfig(BaseModel):

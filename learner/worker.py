@@ -198,9 +198,12 @@ class PPOWorker:
                               ppo.masked_sum(behaviour_gap, mask).item(), rewards.sum().item(), b,
                               0.0 if torch.isnan(ev) else ev.item(), 0.0 if torch.isnan(ev) else 1.0])
         stats = padding_stats(batch.lengths.tolist(), groups)
-        return {"kl_ref": sums[0] / max(sums[1], 1), "behaviour_logprob_gap": sums[2] / max(sums[1], 1),
-                "reward_mean": sums[3] / max(sums[4], 1), "value_explained_var": sums[5] / sums[6] if sums[6] else
-                float("nan"), "padding_frac": stats["padding_frac"]}
+        out = {"kl_ref": sums[0] / max(sums[1], 1), "reward_mean": sums[3] / max(sums[4], 1),
+               "value_explained_var": sums[5] / sums[6] if sums[6] else float("nan"),
+               "padding_frac": stats["padding_frac"]}
+        if cfg.old_logprobs == "recompute":  # how far the sampler's logprobs are from the learner's
+            out["behaviour_logprob_gap"] = sums[2] / max(sums[1], 1)
+        return out
 
     def _minibatch(self, batch: Batch, rows: list[int], acc: dict) -> None:
         cfg = self.cfg

@@ -1,0 +1,56 @@
+"""``proctor plot RUN_DIR``: learning curves from ``metrics.jsonl`` as PNG files a person can open."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+PANELS = [
+    ("reward", ["reward_mean"]),
+    ("pass rate", ["solve_rate", "first_turn_public_pass"]),
+    ("KL to reference", ["learner/kl_ref", "learner/approx_kl"]),
+    ("lengths", ["reply_tokens_mean", "turns_mean"]),
+    ("tokens/s", ["rollout_tokens_per_s", "learner/tokens_per_s"]),
+    ("losses", ["learner/policy_loss", "learner/value_loss"]),
+]
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: RUN_DIR must be a directory written by proctor train")
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path} line {n}: not JSON ({e.msg})") from None
+    return rows
+
+
+def plot(run_dir: Path, out: Path | None = None) -> Path:
+    """One PNG with a panel per metric group against the iteration; returns its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(run_dir)
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8), constrained_layout=True)
+    x = [r["iteration"] for r in rows]
+    for ax, (title, keys) in zip(axes.flat, PANELS):
+        for key in keys:
+            ys = [r.get(key) for r in rows]
+            if any(isinstance(y, int | float) for y in ys):
+                ax.plot(x, [y if isinstance(y, int | float) else float("nan") for y in ys], marker="o", label=key)
+        ax.set_title(title)
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    fig.suptitle(f"proctor train: {run_dir}")
+    out = out or run_dir / "curves.png"
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

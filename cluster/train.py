@@ -1,0 +1,187 @@
+"""``proctor train``: the RLEF training loop over Ray actor groups, read like single-process code.
+
+    engines (vLLM) --episodes--> sandbox pool --verdicts--> rewards --samples--> learner group
+        ^                                                                           |
+        └──────────────────── weights (one ray.put per iteration) ──────────────────┘
+
+Synchronous: rollout k uses the weights after update k - 1 (version k). Each iteration writes one
+JSON line to ``RUN_DIR/metrics.jsonl`` and the same scalars to TensorBoard (``RUN_DIR/tb``); the
+learner is checkpointed to ``RUN_DIR/checkpoint`` every ``run.checkpoint_every`` iterations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from cluster.config import ProctorConfig, dump_config
+from cluster.model import resolve
+from cluster.problems import load_problems
+from cluster.progress import progress
+from cluster.trajectory import to_samples
+from rollout.episode import FeedbackBank, run_episode
+from rollout.types import SamplingSpec
+
+
+class MetricsLog:
+    """One JSON line per iteration, and the numeric values as TensorBoard scalars."""
+
+    def __init__(self, run_dir: Path):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.path = run_dir / "metrics.jsonl"
+        self.tb = SummaryWriter(str(run_dir / "tb"))
+
+    def write(self, row: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        for key, value in row.items():
+            if isinstance(value, int | float) and key != "iteration":
+                self.tb.add_scalar(key, value, row["iteration"])
+        self.tb.flush()
+
+    def close(self) -> None:
+        self.tb.close()
+
+
+def iteration_problems(problems: list, cfg: ProctorConfig, iteration: int) -> list:
+    """The problems of one iteration: a seeded draw, so a resumed run draws the same ones."""
+    rng = random.Random(cfg.run.seed * 1_000_003 + iteration)
+    return rng.sample(problems, min(cfg.run.problems_per_iteration, len(problems)))
+
+
+async def rollout(problems: list, generator, judge, tokenizer, cfg: ProctorConfig, iteration: int,
+                  bank: FeedbackBank, console: Console) -> list:
+    """All episodes of one iteration as concurrent coroutines (``samples_per_problem`` each)."""
+    r = cfg.rollout
+    rng = random.Random(cfg.run.seed + iteration)
+    jobs = [(p, j) for p in problems for j in range(r.samples_per_problem)]
+    with progress(console, f"iteration {iteration + 1}: rollout", len(jobs)) as advance:
+
+        async def one(i, problem):
+            spec = SamplingSpec(temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_new_tokens,
+                                seed=(cfg.run.seed * 7919 + iteration) * 100_003 + i)
+            ep = await run_episode(problem, generator, judge, tokenizer, max_turns=r.max_turns, spec=spec,
+                                   feedback=r.feedback, feedback_bank=bank, rng=rng)
+            advance()
+            return ep
+
+        return list(await asyncio.gather(*(one(i, p) for i, (p, _) in enumerate(jobs))))
+
+
+def episode_metrics(episodes: list) -> dict:
+    n = max(len(episodes), 1)
+    return {
+        "episodes": len(episodes),
+        "solve_rate": sum(e.solved for e in episodes) / n,
+        "first_turn_public_pass": sum(bool(e.turns) and e.turns[0].public_passed for e in episodes) / n,
+        "turns_mean": sum(len(e.turns) for e in episodes) / n,
+        "invalid_turn_frac": sum(t.code is None for e in episodes for t in e.turns) / max(
+            sum(len(e.turns) for e in episodes), 1),
+        "reply_tokens_mean": sum(sum(e.action_mask) for e in episodes) / n,
+    }
+
+
+def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: Console | None = None) -> dict:
+    import ray
+    from transformers import AutoTokenizer
+
+    from cluster.ray_local import init_ray
+    from learner.group import LearnerGroup
+    from rollout.engine import RemoteGenerator, engine_actor_class
+    from sandbox_pool.pool import SandboxPool
+
+    console = console or Console()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(dump_config(cfg))
+    problems = load_problems(cfg.data.train, cfg.data.limit)
+    model_dir = str(resolve(cfg.model.name, cache_dir=Path(cfg.model.cache_dir) if cfg.model.cache_dir else None,
+                            log=console.print))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    init_ray(cfg.run.ray_address, num_cpus=None)
+    console.print(f"[bold]proctor train[/]: {len(problems)} problems from {cfg.data.train}, model {cfg.model.name}, "
+                  f"{cfg.run.iterations} iterations -> {run_dir}")
+
+    engine_cls = engine_actor_class().options(num_cpus=cfg.run.engine_cpus)
+    engines = [engine_cls.remote(model_dir, cfg.rollout, cfg.run.seed + i) for i in range(cfg.rollout.engines)]
+    pool = SandboxPool(cfg.sandbox.actors, cfg.sandbox.backend, cfg.sandbox.slots)
+    learner = LearnerGroup(model_dir, cfg.learner, seed=cfg.run.seed, num_cpus_per_worker=cfg.run.learner_cpus,
+                           pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
+    ray.get([e.stats.remote() for e in engines])
+    log = MetricsLog(run_dir)
+    ckpt = run_dir / "checkpoint"
+    start = 0
+    if resume:
+        learner.load(str(ckpt))
+        start = json.loads((ckpt / "driver.json").read_text())["iterations_done"]
+        learner.push_weights(engines, version=start)
+        console.print(f"resumed from {ckpt} after iteration {start}")
+    generator, bank = RemoteGenerator(engines), FeedbackBank()
+    rows = []
+    try:
+        for it in range(start, cfg.run.iterations):
+            t0 = time.perf_counter()
+            for e in engines:
+                e.reset_stats.remote()
+            episodes = asyncio.run(rollout(iteration_problems(problems, cfg, it), generator, pool.judge, tokenizer,
+                                           cfg, it, bank, console))
+            t_roll = time.perf_counter() - t0
+            busy = ray.get([e.stats.remote() for e in engines])
+            samples, dropped = to_samples(episodes, cfg.reward)
+            samples = samples[: len(samples) - len(samples) % cfg.learner.world_size]
+            console.print(f"iteration {it + 1}: learner on {len(samples)} episodes")
+            t1 = time.perf_counter()
+            lm = learner.train(samples) if samples else {}
+            t_learn = time.perf_counter() - t1
+            push = learner.push_weights(engines, version=it + 1)
+            row = {"iteration": it + 1, **episode_metrics(episodes), "dropped_infra_error": dropped,
+                   "reward_mean": sum(sum(s.turn_rewards) for s in samples) / max(len(samples), 1),
+                   "rollout_s": t_roll, "learn_s": t_learn, "push_s": push["total_s"],
+                   "rollout_tokens_per_s": sum(sum(e.action_mask) for e in episodes) / t_roll,
+                   "engine_busy_fraction": sum(b["busy_s"] for b in busy) / max(sum(b["wall_s"] for b in busy), 1e-9),
+                   "iteration_s": time.perf_counter() - t0,
+                   **{f"learner/{k}": v for k, v in lm.items() if k not in ("iteration",)}}
+            log.write(row)
+            rows.append(row)
+            done = it + 1
+            if (cfg.run.checkpoint_every and done % cfg.run.checkpoint_every == 0) or done == cfg.run.iterations:
+                learner.save(str(ckpt))
+                (ckpt / "driver.json").write_text(json.dumps({"iterations_done": done}))
+            console.print(f"iteration {done}: reward {row['reward_mean']:+.3f}, solved {row['solve_rate']:.2f}, "
+                          f"{row['iteration_s']:.0f} s")
+    finally:
+        log.close()
+        learner.shutdown()
+        pool.shutdown()
+        for e in engines:
+            ray.kill(e)
+    summary = _summary(rows, console)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if rows:
+        from cluster.plot import plot
+
+        console.print(f"learning curves: {plot(run_dir)}")
+    return summary
+
+
+def _summary(rows: list[dict], console: Console) -> dict:
+    table = Table(title="proctor train")
+    cols = {"iteration": "iter", "reward_mean": "reward", "solve_rate": "solved", "turns_mean": "turns",
+            "learner/kl_ref": "KL", "rollout_tokens_per_s": "rollout tok/s", "learner/tokens_per_s": "learn tok/s",
+            "iteration_s": "s"}
+    for header in cols.values():
+        table.add_column(header, justify="right")
+    for r in rows:
+        table.add_row(*(f"{r.get(c, float('nan')):.3g}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols))
+    console.print(table)
+    if not rows:
+        return {"iterations": 0}
+    return {"iterations": rows[-1]["iteration"], "reward_first": rows[0]["reward_mean"],
+            "reward_last": rows[-1]["reward_mean"], "solve_rate_last": rows[-1]["solve_rate"],
+            "total_s": sum(r["iteration_s"] for r in rows)}
