@@ -9,9 +9,11 @@ PANELS = [
     ("reward", ["reward_mean"]),
     ("pass rate", ["solve_rate", "first_turn_public_pass"]),
     ("KL to reference", ["learner/kl_ref", "learner/approx_kl"]),
-    ("lengths", ["reply_tokens_mean", "turns_mean"]),
+    ("reply tokens per episode", ["reply_tokens_mean"]),
+    ("turns", ["turns_mean", "invalid_turn_frac"]),
     ("tokens/s", ["rollout_tokens_per_s", "learner/tokens_per_s"]),
     ("losses", ["learner/policy_loss", "learner/value_loss"]),
+    ("seconds per phase", ["rollout_s", "learn_s", "push_s"]),
 ]
 
 
@@ -37,7 +39,9 @@ def plot(run_dir: Path, out: Path | None = None) -> Path:
     import matplotlib.pyplot as plt
 
     rows = read_metrics(run_dir)
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8), constrained_layout=True)
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(2, 4, figsize=(20, 8), constrained_layout=True)
     x = [r["iteration"] for r in rows]
     for ax, (title, keys) in zip(axes.flat, PANELS):
         for key in keys:
@@ -46,6 +50,7 @@ def plot(run_dir: Path, out: Path | None = None) -> Path:
                 ax.plot(x, [y if isinstance(y, int | float) else float("nan") for y in ys], marker="o", label=key)
         ax.set_title(title)
         ax.set_xlabel("iteration")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
