@@ -16,11 +16,14 @@ _IMPORTED_LATE = "ray" in sys.modules
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, tmp_dir: str | None = None):
-    """``address=None`` starts a private local Ray bound to 127.0.0.1; otherwise joins ``address``."""
+    """``address=None`` starts a private local Ray bound to 127.0.0.1, unless this process runs as a
+    Ray job (``RAY_ADDRESS`` set by ``ray job submit``): then it joins that cluster, as it does an
+    explicit ``address``."""
     import ray
 
     if ray.is_initialized():
         return ray
+    address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=False)
         return ray

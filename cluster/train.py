@@ -89,12 +89,11 @@ def episode_metrics(episodes: list) -> dict:
 
 
 def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: Console | None = None) -> dict:
-    import ray
     from transformers import AutoTokenizer
 
     from cluster.ray_local import init_ray
     from learner.group import LearnerGroup
-    from rollout.engine import RemoteGenerator, engine_actor_class
+    from rollout.engine import EngineGroup
     from sandbox_pool.pool import SandboxPool
 
     console = console or Console()
@@ -108,41 +107,43 @@ def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: C
     console.print(f"[bold]proctor train[/]: {len(problems)} problems from {cfg.data.train}, model {cfg.model.name}, "
                   f"{cfg.run.iterations} iterations -> {run_dir}")
 
-    engine_cls = engine_actor_class().options(num_cpus=cfg.run.engine_cpus)
-    engines = [engine_cls.remote(model_dir, cfg.rollout, cfg.run.seed + i) for i in range(cfg.rollout.engines)]
+    engines = EngineGroup(model_dir, cfg.rollout, seed=cfg.run.seed, num_cpus=cfg.run.engine_cpus,
+                          num_gpus=cfg.run.engine_gpus)
     pool = SandboxPool(cfg.sandbox.actors, cfg.sandbox.backend, cfg.sandbox.slots)
     learner = LearnerGroup(model_dir, cfg.learner, seed=cfg.run.seed, num_cpus_per_worker=cfg.run.learner_cpus,
+                           num_gpus_per_worker=cfg.run.learner_gpus,
                            pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
-    ray.get([e.stats.remote() for e in engines])
+    engines.wait_ready()
     log = MetricsLog(run_dir)
     ckpt = run_dir / "checkpoint"
     start = 0
     if resume:
         learner.load(str(ckpt))
         start = json.loads((ckpt / "driver.json").read_text())["iterations_done"]
-        learner.push_weights(engines, version=start)
+        engines.load(learner.weights_ref(), version=start)
         console.print(f"resumed from {ckpt} after iteration {start}")
-    generator, bank = RemoteGenerator(engines), FeedbackBank()
+    bank = FeedbackBank()
     rows = []
     try:
         for it in range(start, cfg.run.iterations):
             t0 = time.perf_counter()
-            for e in engines:
-                e.reset_stats.remote()
-            episodes = asyncio.run(rollout(iteration_problems(problems, cfg, it), generator, pool.judge, tokenizer,
+            engines.reset_stats()
+            episodes = asyncio.run(rollout(iteration_problems(problems, cfg, it), engines, pool.judge, tokenizer,
                                            cfg, it, bank, console))
             t_roll = time.perf_counter() - t0
-            busy = ray.get([e.stats.remote() for e in engines])
+            busy = engines.stats()
             samples, dropped = to_samples(episodes, cfg.reward)
             samples = samples[: len(samples) - len(samples) % cfg.learner.world_size]
             console.print(f"iteration {it + 1}: learner on {len(samples)} episodes")
             t1 = time.perf_counter()
             lm = learner.train(samples) if samples else {}
             t_learn = time.perf_counter() - t1
-            push = learner.push_weights(engines, version=it + 1)
+            t2 = time.perf_counter()
+            engines.load(learner.weights_ref(), version=it + 1)
+            t_push = time.perf_counter() - t2
             row = {"iteration": it + 1, **episode_metrics(episodes), "dropped_infra_error": dropped,
                    "reward_mean": sum(sum(s.turn_rewards) for s in samples) / max(len(samples), 1),
-                   "rollout_s": t_roll, "learn_s": t_learn, "push_s": push["total_s"],
+                   "rollout_s": t_roll, "learn_s": t_learn, "push_s": t_push, "engines_replaced": engines.replaced, "sandboxes_replaced": pool.replaced,
                    "rollout_tokens_per_s": sum(sum(e.action_mask) for e in episodes) / t_roll,
                    "engine_busy_fraction": sum(b["busy_s"] for b in busy) / max(sum(b["wall_s"] for b in busy), 1e-9),
                    "iteration_s": time.perf_counter() - t0,
@@ -159,8 +160,7 @@ def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: C
         log.close()
         learner.shutdown()
         pool.shutdown()
-        for e in engines:
-            ray.kill(e)
+        engines.shutdown()
     summary = _summary(rows, console)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if rows:

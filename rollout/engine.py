@@ -220,3 +220,82 @@ class RemoteGenerator:
     async def generate(self, prompt_ids: list[int], spec: SamplingSpec) -> list[Generation]:
         actor = self.actors[next(self._rr) % len(self.actors)]
         return await actor.generate.remote(prompt_ids, spec)
+
+
+class EngineGroup:
+    """R EngineActors behind one ``Generator`` that survives engine deaths: a request whose engine
+    died is retried on a replacement (same model and seed, loaded with the last pushed weights
+    before it serves anything), so the episodes waiting on it carry on."""
+
+    def __init__(self, model_dir: str, cfg: RolloutConfig, *, seed: int = 0, num_cpus: float = 1,
+                 num_gpus: float = 0, retries: int = 2):
+        self._cls = engine_actor_class().options(num_cpus=num_cpus, num_gpus=num_gpus)
+        self._args = (str(model_dir), cfg)
+        self.seed, self.retries = seed, retries
+        self.actors = [self._spawn(i) for i in range(cfg.engines)]
+        self._ready: dict[int, object] = {}       # engine index -> ref of its pending weight load
+        self._weights: tuple | None = None        # (object ref, version) of the last push
+        self._rr = itertools.count()
+        self.replaced = 0
+
+    def _spawn(self, i: int):
+        return self._cls.remote(*self._args, self.seed + i)
+
+    def wait_ready(self) -> None:
+        import ray
+
+        ray.get([a.stats.remote() for a in self.actors])
+
+    def load(self, weights_ref, version: int) -> float:
+        """Every engine loads the weights behind ``weights_ref`` (fetched from the object store,
+        never copied here); returns the slowest engine's load time in seconds."""
+        import ray
+
+        self._weights = (weights_ref, version)
+        return max(ray.get([a.update_weights.remote([weights_ref], version) for a in self.actors]))
+
+    async def generate(self, prompt_ids: list[int], spec: SamplingSpec) -> list[Generation]:
+        import ray
+
+        for attempt in range(self.retries + 1):
+            i = next(self._rr) % len(self.actors)
+            actor = self.actors[i]
+            try:
+                if i in self._ready:
+                    await self._ready[i]
+                return await actor.generate.remote(prompt_ids, spec)
+            except ray.exceptions.RayActorError:
+                if attempt == self.retries:
+                    raise
+                self._replace(i, actor)
+        raise AssertionError("unreachable")
+
+    def _replace(self, i: int, dead) -> None:
+        if self.actors[i] is not dead:  # another request already replaced it
+            return
+        warnings.warn(f"engine {i} died; starting a replacement", RuntimeWarning, stacklevel=2)
+        new = self._spawn(i)
+        self.actors[i] = new
+        self.replaced += 1
+        if self._weights is not None:
+            ref, version = self._weights
+            self._ready[i] = new.update_weights.remote([ref], version)
+        else:
+            self._ready.pop(i, None)
+
+    def stats(self) -> list[dict]:
+        import ray
+
+        return ray.get([a.stats.remote() for a in self.actors])
+
+    def reset_stats(self) -> None:
+        import ray
+
+        ray.get([a.reset_stats.remote() for a in self.actors])
+
+    def shutdown(self) -> None:
+        import ray
+
+        for a in self.actors:
+            ray.kill(a)
+        self.actors = []

@@ -10,6 +10,8 @@ extra=${PROCTOR_EXTRA:-cpu}
 missing=()
 command -v bwrap >/dev/null || missing+=(bubblewrap)
 [ -x /usr/bin/python3 ] || missing+=(python3)   # the sandbox's interpreter
+# The tests check docker-compose.yml with `docker-compose config` (no container engine needed).
+if [ "${PROCTOR_IN_IMAGE:-0}" != 1 ] && ! command -v docker-compose >/dev/null; then missing+=(docker-compose); fi
 if [ ${#missing[@]} -gt 0 ]; then
   step "apt-get install ${missing[*]}"
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo

@@ -72,3 +72,48 @@ def test_episodes_over_engine_actors_and_the_sandbox_pool(ray_local, tiny_model_
     pool.shutdown()
     for a in actors:
         ray.kill(a)
+
+
+@pytest.mark.slow
+def test_engine_killed_mid_rollout_is_replaced_with_the_pushed_weights(ray_local, tiny_model_dir):
+    """Kill the only engine while episodes are in flight: they finish on a replacement that first
+    loads the last pushed weights (every turn still carries that weight version)."""
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
+
+    from cluster.problems import load_problems
+    from rollout.engine import EngineGroup
+    from rollout.episode import run_episode
+    from sandbox_pool.pool import SandboxPool
+
+    ray = ray_local
+    group = EngineGroup(str(tiny_model_dir), RolloutConfig(max_model_len=1024), num_cpus=0.1)
+    group.wait_ready()
+    torch.manual_seed(11)
+    other = LlamaForCausalLM(AutoConfig.from_pretrained(tiny_model_dir))
+    group.load(ray.put({k: v.detach().numpy() for k, v in other.state_dict().items() if k != "lm_head.weight"}), 3)
+    pool = SandboxPool(actors=1, slots=2)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    problems = load_problems("bundled", limit=6)
+    calls = {"n": 0}
+
+    class KillAfterFirstReplies:
+        async def generate(self, prompt_ids, spec):
+            calls["n"] += 1
+            if calls["n"] == 4:
+                ray.kill(group.actors[0], no_restart=True)
+            return await group.generate(prompt_ids, spec)
+
+    async def run():
+        spec = SamplingSpec(temperature=1.0, max_tokens=24, seed=0)
+        return await asyncio.gather(*(run_episode(p, KillAfterFirstReplies(), pool.judge, tok, max_turns=2, spec=spec)
+                                      for p in problems))
+
+    with pytest.warns(RuntimeWarning, match="engine 0 died"):
+        episodes = asyncio.run(run())
+    assert group.replaced == 1 and calls["n"] >= len(problems)
+    assert [e.problem_id for e in episodes] == [p.id for p in problems]
+    assert all(t.version == 3 for e in episodes for t in e.turns)
+    assert ray.get(group.actors[0].stats.remote())["version"] == 3
+    pool.shutdown()
+    group.shutdown()

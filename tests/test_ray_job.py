@@ -1,0 +1,74 @@
+"""``proctor train`` as a Ray job: a head started here on 127.0.0.1, ``ray job submit`` of a short run."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    """A Ray head of our own (``--block``: stopping it stops only what it started, not other Ray)."""
+    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0")
+    env.pop("RAY_ADDRESS", None)
+    token = Path.home() / ".ray" / "auth_token"
+    if token.exists():  # Ray turns token auth on when this file exists; the CLI must then send it
+        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token.read_text().strip())
+    tmp = Path("/tmp") / f"proctor-rayjob-{os.getpid()}"  # short: Ray's socket paths have a length limit
+    shutil.rmtree(tmp, ignore_errors=True)
+    dash = free_port()
+    address = f"http://127.0.0.1:{dash}"
+    with open(tmp_path / "head.log", "w") as log:
+        head = subprocess.Popen([RAY, "start", "--head", "--block", f"--port={free_port()}", "--num-cpus=2",
+                                 "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--temp-dir={tmp}",
+                                 "--include-dashboard=true"], env=env, stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            deadline = time.time() + 120
+            while subprocess.run([RAY, "job", "list", "--address", address], env=env,
+                                 capture_output=True).returncode:
+                if head.poll() is not None or time.time() > deadline:
+                    pytest.fail(f"ray head did not come up: {(tmp_path / 'head.log').read_text()[-2000:]}")
+                time.sleep(2)
+            yield address, env
+        finally:
+            head.terminate()
+            try:
+                head.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                head.kill()
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_train_runs_as_a_ray_job(ray_head, tiny_model_dir, tmp_path):
+    address, env = ray_head
+    run = tmp_path / "run"
+    entry = (f"{sys.executable} -m cluster.cli train --config configs/tiny.yaml --run-dir {run} "
+             f"model.name={tiny_model_dir} run.iterations=1")
+    deadline = time.time() + 120
+    while True:  # the head's job agent starts a little after its job API answers
+        job = subprocess.run([RAY, "job", "submit", "--address", address, "--working-dir", str(ROOT), "--",
+                              *entry.split()], env=env, capture_output=True, text=True, timeout=600)
+        if "No available agent" not in job.stderr + job.stdout or time.time() > deadline:
+            break
+        time.sleep(3)
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    assert "succeeded" in job.stdout.lower()
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [1] and rows[0]["episodes"] == 4
+    assert (run / "checkpoint" / "driver.json").exists()
