@@ -107,7 +107,10 @@ def cmd_train(args) -> int:
     else:
         cfg = load_config(args.config, args.overrides)
         run_dir = Path(args.run_dir or cfg.run.out_dir)
-    train(cfg, run_dir, resume=bool(args.resume), console=console)
+    try:
+        train(cfg, run_dir, resume=bool(args.resume), console=console)
+    except KeyboardInterrupt:
+        return 130
     return 0
 
 

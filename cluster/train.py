@@ -57,15 +57,17 @@ def iteration_problems(problems: list, cfg: ProctorConfig, iteration: int) -> li
 
 
 async def rollout(problems: list, generator, judge, tokenizer, cfg: ProctorConfig, iteration: int,
-                  bank: FeedbackBank, console: Console) -> list:
+                  bank: FeedbackBank, console: Console, *, samples: int | None = None,
+                  temperature: float | None = None, label: str = "rollout") -> list:
     """All episodes of one iteration as concurrent coroutines (``samples_per_problem`` each)."""
     r = cfg.rollout
     rng = random.Random(cfg.run.seed + iteration)
-    jobs = [(p, j) for p in problems for j in range(r.samples_per_problem)]
-    with progress(console, f"iteration {iteration + 1}: rollout", len(jobs)) as advance:
+    temperature = r.temperature if temperature is None else temperature
+    jobs = [(p, j) for p in problems for j in range(samples or r.samples_per_problem)]
+    with progress(console, f"iteration {iteration + 1}: {label}", len(jobs)) as advance:
 
         async def one(i, problem):
-            spec = SamplingSpec(temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_new_tokens,
+            spec = SamplingSpec(temperature=temperature, top_p=r.top_p, max_tokens=r.max_new_tokens,
                                 seed=(cfg.run.seed * 7919 + iteration) * 100_003 + i)
             ep = await run_episode(problem, generator, judge, tokenizer, max_turns=r.max_turns, spec=spec,
                                    feedback=r.feedback, feedback_bank=bank, rng=rng)
@@ -73,6 +75,19 @@ async def rollout(problems: list, generator, judge, tokenizer, cfg: ProctorConfi
             return ep
 
         return list(await asyncio.gather(*(one(i, p) for i, (p, _) in enumerate(jobs))))
+
+
+def eval_due(cfg: ProctorConfig, done: int) -> bool:
+    r = cfg.run
+    return r.eval_problems > 0 and (done == r.iterations or (r.eval_every > 0 and done % r.eval_every == 0))
+
+
+def heldout_metrics(episodes: list, turns: int) -> dict:
+    """Greedy rollouts on the held-out slice: RLEF's 1@T and the share solved at the first attempt."""
+    n = max(len(episodes), 1)
+    return {f"eval/1@{turns}": sum(e.solved for e in episodes) / n,
+            "eval/solved_first_turn": sum(e.solved and len(e.turns) == 1 for e in episodes) / n,
+            "eval/problems": len(episodes)}
 
 
 def episode_metrics(episodes: list) -> dict:
@@ -123,10 +138,17 @@ def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: C
         engines.load(learner.weights_ref(), version=start)
         console.print(f"resumed from {ckpt} after iteration {start}")
     bank = FeedbackBank()
-    rows = []
+    heldout = load_problems(cfg.data.eval, cfg.run.eval_problems) if cfg.run.eval_problems else []
+    rows: list[dict] = []
+    done, phase, interrupted = start, "rollout", False
+
+    def save(done: int) -> None:
+        learner.save(str(ckpt))
+        (ckpt / "driver.json").write_text(json.dumps({"iterations_done": done}))
+
     try:
         for it in range(start, cfg.run.iterations):
-            t0 = time.perf_counter()
+            t0, phase = time.perf_counter(), "rollout"
             engines.reset_stats()
             episodes = asyncio.run(rollout(iteration_problems(problems, cfg, it), engines, pool.judge, tokenizer,
                                            cfg, it, bank, console))
@@ -135,27 +157,37 @@ def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: C
             samples, dropped = to_samples(episodes, cfg.reward)
             samples = samples[: len(samples) - len(samples) % cfg.learner.world_size]
             console.print(f"iteration {it + 1}: learner on {len(samples)} episodes")
-            t1 = time.perf_counter()
+            t1, phase = time.perf_counter(), "learn"
             lm = learner.train(samples) if samples else {}
-            t_learn = time.perf_counter() - t1
             t2 = time.perf_counter()
             engines.load(learner.weights_ref(), version=it + 1)
-            t_push = time.perf_counter() - t2
-            row = {"iteration": it + 1, **episode_metrics(episodes), "dropped_infra_error": dropped,
+            t3, phase, done = time.perf_counter(), "done", it + 1
+            row = {"iteration": done, **episode_metrics(episodes), "dropped_infra_error": dropped,
                    "reward_mean": sum(sum(s.turn_rewards) for s in samples) / max(len(samples), 1),
-                   "rollout_s": t_roll, "learn_s": t_learn, "push_s": t_push, "engines_replaced": engines.replaced, "sandboxes_replaced": pool.replaced,
+                   "rollout_s": t_roll, "learn_s": t2 - t1, "push_s": t3 - t2,
                    "rollout_tokens_per_s": sum(sum(e.action_mask) for e in episodes) / t_roll,
                    "engine_busy_fraction": sum(b["busy_s"] for b in busy) / max(sum(b["wall_s"] for b in busy), 1e-9),
-                   "iteration_s": time.perf_counter() - t0,
-                   **{f"learner/{k}": v for k, v in lm.items() if k not in ("iteration",)}}
+                   "engines_replaced": engines.replaced, "sandboxes_replaced": pool.replaced,
+                   **{f"learner/{k}": v for k, v in lm.items() if k != "iteration"}}
+            if eval_due(cfg, done):
+                evals = asyncio.run(rollout(heldout, engines, pool.judge, tokenizer, cfg, it, FeedbackBank(), console,
+                                            samples=1, temperature=0.0, label=f"held-out eval ({cfg.data.eval})"))
+                row.update(heldout_metrics(evals, cfg.rollout.max_turns))
+            row["iteration_s"] = time.perf_counter() - t0
             log.write(row)
             rows.append(row)
-            done = it + 1
             if (cfg.run.checkpoint_every and done % cfg.run.checkpoint_every == 0) or done == cfg.run.iterations:
-                learner.save(str(ckpt))
-                (ckpt / "driver.json").write_text(json.dumps({"iterations_done": done}))
+                save(done)
             console.print(f"iteration {done}: reward {row['reward_mean']:+.3f}, solved {row['solve_rate']:.2f}, "
                           f"{row['iteration_s']:.0f} s")
+    except KeyboardInterrupt:
+        interrupted = True
+        if phase == "learn":  # the update may be half applied: keep the last checkpoint
+            console.print("[yellow]interrupted during a learner update: not saved; the last checkpoint stands[/]")
+        else:
+            save(done)
+            console.print(f"[yellow]interrupted: saved after iteration {done}; continue with "
+                          f"proctor train --resume {run_dir}[/]")
     finally:
         log.close()
         learner.shutdown()
@@ -167,6 +199,8 @@ def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: C
         from cluster.plot import plot
 
         console.print(f"learning curves: {plot(run_dir)}")
+    if interrupted:
+        raise KeyboardInterrupt
     return summary
 
 
@@ -184,4 +218,5 @@ def _summary(rows: list[dict], console: Console) -> dict:
         return {"iterations": 0}
     return {"iterations": rows[-1]["iteration"], "reward_first": rows[0]["reward_mean"],
             "reward_last": rows[-1]["reward_mean"], "solve_rate_last": rows[-1]["solve_rate"],
-            "total_s": sum(r["iteration_s"] for r in rows)}
+            "total_s": sum(r["iteration_s"] for r in rows),
+            **{k: v for k, v in rows[-1].items() if k.startswith("eval/")}}

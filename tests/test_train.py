@@ -18,7 +18,8 @@ def test_train_tiny_runs_logs_checkpoints_and_resumes(ray_local, tiny_model_dir,
     from cluster.train import train
 
     run = tmp_path / "run"
-    cfg = load_config(ROOT / "configs" / "tiny.yaml", [f"model.name={tiny_model_dir}", "run.iterations=2"])
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", [f"model.name={tiny_model_dir}", "run.iterations=2",
+                                                        "run.eval_problems=3"])
     summary = train(cfg, run)
     rows = read_metrics(run)
     assert [r["iteration"] for r in rows] == [1, 2] and summary["iterations"] == 2
@@ -27,6 +28,8 @@ def test_train_tiny_runs_logs_checkpoints_and_resumes(ray_local, tiny_model_dir,
         assert r["reward_mean"] <= -1.0  # a random model fails the private tests (and may add invalid turns)
         assert r["learner/steps"] >= 1 and r["rollout_tokens_per_s"] > 0 and r["push_s"] > 0
     assert rows[1]["learner/steps"] > rows[0]["learner/steps"]
+    assert "eval/1@2" not in rows[0] and rows[1]["eval/problems"] == 3 and rows[1]["eval/1@2"] == 0.0
+    assert summary["eval/1@2"] == 0.0
     assert list((run / "tb").glob("events.out.tfevents.*")), "no TensorBoard event file"
     assert json.loads((run / "checkpoint" / "driver.json").read_text()) == {"iterations_done": 2}
     png = (run / "curves.png").read_bytes()
@@ -45,3 +48,31 @@ def test_plot_names_the_missing_or_bad_file(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"iteration": 1, "reward_mean": -1}\nnot json\n')
     with pytest.raises(ValueError, match="line 2"):
         plot(tmp_path)
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_and_exits_cleanly(tiny_model_dir, tmp_path):
+    """SIGINT between learner updates: checkpoint of the finished iterations, exit code 130."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "cluster.cli", "train", "--config", str(ROOT / "configs" / "tiny.yaml"),
+           "--run-dir", str(run), f"model.name={tiny_model_dir}", "run.iterations=3", "run.checkpoint_every=0",
+           "rollout.max_new_tokens=256"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
+    deadline = time.time() + 600
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("iteration 1: reward"):  # iteration 2's rollout starts now
+            proc.send_signal(signal.SIGINT)
+            break
+        assert time.time() < deadline, "".join(seen[-20:])
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 130, "".join(seen[-20:]) + out[-3000:]
+    assert "interrupted: saved after iteration 1" in out
+    assert json.loads((run / "checkpoint" / "driver.json").read_text()) == {"iterations_done": 1}
+    assert [r["iteration"] for r in read_metrics(run)] == [1]
