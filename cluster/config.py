@@ -49,6 +49,8 @@ class RunConfig(BaseModel):
     checkpoint_every: int = Field(default=1, ge=0, description="iterations between checkpoints (0 = only at the end)")
     learner_cpus: float = Field(default=1.0, gt=0, description="Ray CPUs reserved per learner worker")
     engine_cpus: float = Field(default=0.5, ge=0, description="Ray CPUs reserved per engine")
+    async_rollout: bool = Field(default=False, description="one-step-off: rollout k+1 runs while the learner "
+                                "trains on k (its episodes are one weight version behind; importance ratios correct)")
     eval_problems: int = Field(default=0, ge=0, description="held-out problems (first N of data.eval); 0 = no eval")
     eval_every: int = Field(default=0, ge=0, description="iterations between held-out evals (0 = after the last only)")
     learner_gpus: float = Field(default=0, ge=0, description="GPUs per learner worker (0 on CPU machines)")

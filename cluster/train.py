@@ -4,7 +4,11 @@
         ^                                                                           |
         └──────────────────── weights (one ray.put per iteration) ──────────────────┘
 
-Synchronous: rollout k uses the weights after update k - 1 (version k). Each iteration writes one
+Synchronous: rollout k uses the weights after update k - 1 (version k). One-step-off
+(``run.async_rollout``): rollout k + 1 runs on a background thread while the learner trains on k,
+so its episodes are one version behind (and a reply in flight during a push finishes on the new
+weights; it keeps the version it started under); PPO's ratio against the behaviour logprobs the
+engine recorded corrects for the lag. Each iteration writes one
 JSON line to ``RUN_DIR/metrics.jsonl`` and the same scalars to TensorBoard (``RUN_DIR/tb``); the
 learner is checkpointed to ``RUN_DIR/checkpoint`` every ``run.checkpoint_every`` iterations.
 """
@@ -15,6 +19,7 @@ import asyncio
 import json
 import random
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from rich.console import Console
@@ -146,14 +151,27 @@ def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: C
         learner.save(str(ckpt))
         (ckpt / "driver.json").write_text(json.dumps({"iterations_done": done}))
 
+    def start_rollout(it: int) -> Future:
+        """Iteration ``it``'s episodes, produced on a background thread (its own event loop)."""
+        def run():
+            t = time.perf_counter()
+            engines.reset_stats()
+            eps = asyncio.run(rollout(iteration_problems(problems, cfg, it), engines, pool.judge, tokenizer,
+                                      cfg, it, bank, console))
+            return eps, time.perf_counter() - t, engines.stats()
+        return threads.submit(run)
+
+    threads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollout")
+    ahead: Future | None = None
     try:
         for it in range(start, cfg.run.iterations):
             t0, phase = time.perf_counter(), "rollout"
-            engines.reset_stats()
-            episodes = asyncio.run(rollout(iteration_problems(problems, cfg, it), engines, pool.judge, tokenizer,
-                                           cfg, it, bank, console))
-            t_roll = time.perf_counter() - t0
-            busy = engines.stats()
+            # Synchronous: roll out now with the newest weights. One-step-off: this iteration's
+            # episodes were started during the previous update (one version behind).
+            episodes, t_roll, busy = (ahead or start_rollout(it)).result()
+            ahead = None
+            if cfg.run.async_rollout and it + 1 < cfg.run.iterations:
+                ahead = start_rollout(it + 1)
             samples, dropped = to_samples(episodes, cfg.reward)
             samples = samples[: len(samples) - len(samples) % cfg.learner.world_size]
             console.print(f"iteration {it + 1}: learner on {len(samples)} episodes")
@@ -163,6 +181,7 @@ def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: C
             engines.load(learner.weights_ref(), version=it + 1)
             t3, phase, done = time.perf_counter(), "done", it + 1
             row = {"iteration": done, **episode_metrics(episodes), "dropped_infra_error": dropped,
+                   "policy_lag": it - sum(s.version for s in samples) / max(len(samples), 1),
                    "reward_mean": sum(sum(s.turn_rewards) for s in samples) / max(len(samples), 1),
                    "rollout_s": t_roll, "learn_s": t2 - t1, "push_s": t3 - t2,
                    "rollout_tokens_per_s": sum(sum(e.action_mask) for e in episodes) / t_roll,
@@ -182,6 +201,8 @@ def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: C
                           f"{row['iteration_s']:.0f} s")
     except KeyboardInterrupt:
         interrupted = True
+        if ahead is not None:
+            ahead.cancel()
         if phase == "learn":  # the update may be half applied: keep the last checkpoint
             console.print("[yellow]interrupted during a learner update: not saved; the last checkpoint stands[/]")
         else:
@@ -189,6 +210,7 @@ def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: C
             console.print(f"[yellow]interrupted: saved after iteration {done}; continue with "
                           f"proctor train --resume {run_dir}[/]")
     finally:
+        threads.shutdown(wait=True, cancel_futures=True)
         log.close()
         learner.shutdown()
         pool.shutdown()

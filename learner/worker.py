@@ -244,7 +244,6 @@ class PPOWorker:
         self.actor.train()
         self.critic.train()
         batch = collate(samples, self.pad_id)
-        lag = float(self.steps - batch.versions.float().mean())
         metrics = self._prepare(batch)
         per_rank = max(1, self.cfg.minibatch_size // self.world_size)
         acc: dict[str, float] = defaultdict(float)
@@ -261,7 +260,6 @@ class PPOWorker:
         self.iterations += 1
         metrics.update(tokens_per_s=tokens[0] / (tokens[1] / self.world_size), step_s=wall, steps=self.steps,
                        iteration=self.iterations, lr=self.actor.get_lr()[0],
-                       version_lag=lag,
                        peak_rss_gib=_peak_rss_gib(), peak_rss_gib_all_workers=tokens[2])
         return metrics
 

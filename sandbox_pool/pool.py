@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import weakref
 from collections.abc import Callable, Sequence
 
 import ray
@@ -63,7 +64,9 @@ class SandboxPool:
         self.timeout_s, self.retries = timeout_s, retries
         self.replaced = 0
         self._rr = itertools.count()
-        self._sem: asyncio.Semaphore | None = None
+        # One semaphore per event loop: an asyncio.Semaphore binds to the loop it first waits in,
+        # and callers run one loop per asyncio.run (and two at once in one-step-off training).
+        self._sems: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         ray.get([a.info.remote() for a in self.actors])  # fail here, not mid-batch, if they cannot start
 
     def _spawn(self):
@@ -78,9 +81,11 @@ class SandboxPool:
 
     async def judge(self, problem: Problem, code: str, which: Which = "all",
                     output_bytes: int = DEFAULT_OUTPUT_BYTES) -> Verdict:
-        if self._sem is None:
-            self._sem = asyncio.Semaphore(self.max_inflight)
-        async with self._sem:
+        loop = asyncio.get_running_loop()
+        sem = self._sems.get(loop)
+        if sem is None:
+            sem = self._sems[loop] = asyncio.Semaphore(self.max_inflight)
+        async with sem:
             reason = ""
             for _ in range(self.retries + 1):
                 actor = self.actors[next(self._rr) % len(self.actors)]
@@ -108,7 +113,6 @@ class SandboxPool:
     def judge_many(self, items: Sequence[tuple[Problem, str]], which: Which = "all",
                    progress: Callable[[], None] | None = None) -> list[Verdict]:
         """Blocking form of ``gather`` for scripts and the CLI."""
-        self._sem = None  # a semaphore belongs to one event loop
         return asyncio.run(self.gather(items, which, progress))
 
     def shutdown(self) -> None:

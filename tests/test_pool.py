@@ -35,13 +35,16 @@ def test_back_pressure_bounds_in_flight(ray_local):
         tasks = [asyncio.create_task(pool.judge(SLOW, GOOD)) for _ in range(12)]
         peak = 0
         while not all(t.done() for t in tasks):
-            if pool._sem is not None:
-                peak = max(peak, pool.max_inflight - pool._sem._value)
+            sem = pool._sems.get(asyncio.get_running_loop())
+            if sem is not None:
+                peak = max(peak, pool.max_inflight - sem._value)
             await asyncio.sleep(0.005)
         return [t.result() for t in tasks], peak
 
     verdicts, peak = asyncio.run(run())
+    again, _ = asyncio.run(run())  # a second event loop gets its own semaphore, not a bound one
     pool.shutdown()
+    assert all(v.passed for v in again)
     assert all(v.passed for v in verdicts)
     assert peak == 3, "12 queued candidates should fill exactly the 3 in-flight places"
 

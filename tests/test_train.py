@@ -117,3 +117,18 @@ def hf_state(model_dir):
     from safetensors.torch import load_file
 
     return load_file(str(Path(model_dir) / "model.safetensors"))
+
+
+@pytest.mark.slow
+def test_one_step_off_rollouts_run_one_version_behind(ray_local, tiny_model_dir, tmp_path):
+    from cluster.train import train
+
+    run = tmp_path / "async"
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", [f"model.name={tiny_model_dir}", "run.iterations=3",
+                                                        "run.async_rollout=true", "run.eval_problems=2"])
+    train(cfg, run)
+    rows = read_metrics(run)
+    assert [r["iteration"] for r in rows] == [1, 2, 3]
+    # iteration 1 rolls out on the initial weights; each later one on the weights before the last update
+    assert [r["policy_lag"] for r in rows] == [0.0, 1.0, 1.0]
+    assert all(r["learner/steps"] >= 1 for r in rows) and rows[2]["eval/problems"] == 2
