@@ -33,8 +33,13 @@ def ray_head(tmp_path):
     shutil.rmtree(tmp, ignore_errors=True)
     dash = free_port()
     address = f"http://127.0.0.1:{dash}"
+    # Every port free-picked: another Ray on this machine (the test session's own local cluster) already
+    # holds the fixed defaults, e.g. the dashboard agent's 52365, and a second agent there never comes up.
+    ports = [f"--{name}={free_port()}" for name in ("port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                                   "runtime-env-agent-port", "metrics-export-port",
+                                                   "ray-client-server-port")]
     with open(tmp_path / "head.log", "w") as log:
-        head = subprocess.Popen([RAY, "start", "--head", "--block", f"--port={free_port()}", "--num-cpus=2",
+        head = subprocess.Popen([RAY, "start", "--head", "--block", *ports, "--num-cpus=2",
                                  "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--temp-dir={tmp}",
                                  "--include-dashboard=true"], env=env, stdout=subprocess.DEVNULL, stderr=log)
         try:
