@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -55,6 +55,9 @@ class RunConfig(BaseModel):
     eval_every: int = Field(default=0, ge=0, description="iterations between held-out evals (0 = after the last only)")
     learner_gpus: float = Field(default=0, ge=0, description="GPUs per learner worker (0 on CPU machines)")
     engine_gpus: float = Field(default=0, ge=0, description="GPUs per engine (0 on CPU machines)")
+    placement: Literal["none", "pack", "spread", "strict_pack"] = Field(
+        default="none", description="reserve learner + engines as one Ray placement group (none: CPU fractions only)")
+    placement_timeout_s: float = Field(default=300, gt=0, description="how long to wait for the placement group")
 
 
 class ProctorConfig(BaseModel):

@@ -27,6 +27,7 @@ from rich.table import Table
 
 from cluster.config import ProctorConfig, dump_config
 from cluster.model import resolve
+from cluster.placement import Placement
 from cluster.problems import load_problems
 from cluster.progress import progress
 from cluster.trajectory import to_samples
@@ -108,6 +109,16 @@ def episode_metrics(episodes: list) -> dict:
     }
 
 
+def reserve(cfg: ProctorConfig) -> Placement | None:
+    """The run's placement group (``run.placement``), or None to schedule by CPU fractions."""
+    r = cfg.run
+    if r.placement == "none":
+        return None
+    return Placement.reserve(r.placement, learners=cfg.learner.world_size, learner_cpus=r.learner_cpus,
+                             learner_gpus=r.learner_gpus, engines=cfg.rollout.engines, engine_cpus=r.engine_cpus,
+                             engine_gpus=r.engine_gpus, timeout_s=r.placement_timeout_s)
+
+
 def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: Console | None = None) -> dict:
     from transformers import AutoTokenizer
 
@@ -127,11 +138,15 @@ def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: C
     console.print(f"[bold]proctor train[/]: {len(problems)} problems from {cfg.data.train}, model {cfg.model.name}, "
                   f"{cfg.run.iterations} iterations -> {run_dir}")
 
+    placement = reserve(cfg)
+    if placement:
+        console.print(f"placement group ({cfg.run.placement}): {len(placement.learner)} learner + "
+                      f"{len(placement.engines)} engine bundles reserved")
     engines = EngineGroup(model_dir, cfg.rollout, seed=cfg.run.seed, num_cpus=cfg.run.engine_cpus,
-                          num_gpus=cfg.run.engine_gpus)
+                          num_gpus=cfg.run.engine_gpus, actor_options=placement and placement.engines)
     pool = SandboxPool(cfg.sandbox.actors, cfg.sandbox.backend, cfg.sandbox.slots)
     learner = LearnerGroup(model_dir, cfg.learner, seed=cfg.run.seed, num_cpus_per_worker=cfg.run.learner_cpus,
-                           num_gpus_per_worker=cfg.run.learner_gpus,
+                           num_gpus_per_worker=cfg.run.learner_gpus, actor_options=placement and placement.learner,
                            pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
     engines.wait_ready()
     log = MetricsLog(run_dir)
@@ -215,6 +230,8 @@ def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: C
         learner.shutdown()
         pool.shutdown()
         engines.shutdown()
+        if placement:
+            placement.release()
     summary = _summary(rows, console)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if rows:

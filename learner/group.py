@@ -19,8 +19,9 @@ from learner.config import LearnerConfig
 
 
 def free_port() -> int:
+    """A TCP port free on every interface of this host (other ranks may connect from other hosts)."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind(("", 0))
         return s.getsockname()[1]
 
 
@@ -33,7 +34,15 @@ def learner_actor_class():
     @ray.remote
     class LearnerActor:
         def __init__(self, *args, **kwargs):
-            self.worker = PPOWorker(*args, **kwargs)
+            self.args, self.kwargs, self.worker = args, kwargs, None
+
+        def rendezvous(self) -> tuple[str, int]:
+            """Rank 0's address for the process group: its node's IP and a port free there."""
+            return ray.util.get_node_ip_address(), free_port()
+
+        def setup(self, master_addr: str, master_port: int) -> int:
+            self.worker = PPOWorker(*self.args, master_addr=master_addr, master_port=master_port, **self.kwargs)
+            return self.worker.steps
 
         def train(self, samples):
             return self.worker.train(samples)
@@ -60,20 +69,25 @@ def learner_actor_class():
 class LearnerGroup:
     def __init__(self, model_dir: str, cfg: LearnerConfig, *, seed: int = 0, critic_dir: str | None = None,
                  num_cpus_per_worker: float = 1, num_gpus_per_worker: float = 0, pad_id: int | None = None,
-                 master_addr: str = "127.0.0.1"):
+                 actor_options: list[dict] | None = None):
+        """``actor_options[r]``: extra Ray options for rank r (e.g. a placement-group bundle)."""
         import ray
 
         if cfg.minibatch_size % cfg.world_size:
             raise ValueError(f"learner.minibatch_size={cfg.minibatch_size} does not split over "
                              f"learner.world_size={cfg.world_size} workers")
+        if actor_options is not None and len(actor_options) != cfg.world_size:
+            raise ValueError(f"{len(actor_options)} actor_options for {cfg.world_size} learner workers")
         self.cfg = cfg
-        actor_cls = learner_actor_class().options(num_cpus=num_cpus_per_worker, num_gpus=num_gpus_per_worker)
-        port = free_port()
-        self.workers = [actor_cls.remote(str(model_dir), cfg, rank=r, world_size=cfg.world_size,
-                                         master_addr=master_addr, master_port=port, seed=seed,
-                                         critic_dir=critic_dir, pad_id=pad_id)
+        actor_cls = learner_actor_class()
+        self.workers = [actor_cls.options(num_cpus=num_cpus_per_worker, num_gpus=num_gpus_per_worker,
+                                          **(actor_options[r] if actor_options else {}))
+                        .remote(str(model_dir), cfg, rank=r, world_size=cfg.world_size, seed=seed,
+                                critic_dir=critic_dir, pad_id=pad_id)
                         for r in range(cfg.world_size)]
-        ray.get([w.steps.remote() for w in self.workers])  # surfaces init errors here
+        # The group meets at rank 0's node (another host on a cluster), then every rank joins at once.
+        addr, port = ray.get(self.workers[0].rendezvous.remote())
+        ray.get([w.setup.remote(addr, port) for w in self.workers])  # surfaces init errors here
 
     def _all(self, method: str, *args):
         import ray

@@ -228,8 +228,14 @@ class EngineGroup:
     before it serves anything), so the episodes waiting on it carry on."""
 
     def __init__(self, model_dir: str, cfg: RolloutConfig, *, seed: int = 0, num_cpus: float = 1,
-                 num_gpus: float = 0, retries: int = 2):
-        self._cls = engine_actor_class().options(num_cpus=num_cpus, num_gpus=num_gpus)
+                 num_gpus: float = 0, retries: int = 2, actor_options: list[dict] | None = None):
+        """``actor_options[i]``: extra Ray options for engine i (e.g. its placement-group bundle,
+        which a replacement of engine i takes over)."""
+        if actor_options is not None and len(actor_options) != cfg.engines:
+            raise ValueError(f"{len(actor_options)} actor_options for {cfg.engines} engines")
+        self._cls = engine_actor_class()
+        self._options = [dict(num_cpus=num_cpus, num_gpus=num_gpus, **(actor_options[i] if actor_options else {}))
+                         for i in range(cfg.engines)]
         self._args = (str(model_dir), cfg)
         self.seed, self.retries = seed, retries
         self.actors = [self._spawn(i) for i in range(cfg.engines)]
@@ -239,7 +245,7 @@ class EngineGroup:
         self.replaced = 0
 
     def _spawn(self, i: int):
-        return self._cls.remote(*self._args, self.seed + i)
+        return self._cls.options(**self._options[i]).remote(*self._args, self.seed + i)
 
     def wait_ready(self) -> None:
         import ray

@@ -64,7 +64,7 @@ def test_train_runs_as_a_ray_job(ray_head, tiny_model_dir, tmp_path):
     address, env = ray_head
     run = tmp_path / "run"
     entry = (f"{sys.executable} -m cluster.cli train --config configs/tiny.yaml --run-dir {run} "
-             f"model.name={tiny_model_dir} run.iterations=1")
+             f"model.name={tiny_model_dir} run.iterations=1 run.placement=pack")
     deadline = time.time() + 120
     while True:  # the head's job agent starts a little after its job API answers
         job = subprocess.run([RAY, "job", "submit", "--address", address, "--working-dir", str(ROOT), "--",
@@ -74,6 +74,7 @@ def test_train_runs_as_a_ray_job(ray_head, tiny_model_dir, tmp_path):
         time.sleep(3)
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
     assert "succeeded" in job.stdout.lower()
+    assert "placement group (pack): 1 learner + 1 engine bundles reserved" in job.stdout
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [1] and rows[0]["episodes"] == 4
     assert (run / "checkpoint" / "driver.json").exists()
