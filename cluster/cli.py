@@ -5,6 +5,8 @@
     proctor model generate [--model M] PROMPT
     proctor train [--config C] [--run-dir D] [--resume RUN_DIR] [key=value ...]
     proctor plot RUN_DIR
+    proctor prm label [--config C] [key=value ...]
+    proctor prm train [--config C] [key=value ...]
     proctor eval [--model M] [--dataset D] [--turns T] [--samples K] [--limit N] [key=value ...]
     proctor sandbox judge --problems P --solutions S [--tests public|private|all] [--out R.jsonl]
     proctor sandbox serve [--host H] [--port N] [--token T]
@@ -191,6 +193,25 @@ def cmd_bench(args) -> int:
     return importlib.import_module(f"bench.{args.name.replace('-', '_')}").main(args.args) or 0
 
 
+def cmd_prm_label(args) -> int:
+    from cluster.prm import label
+
+    label(load_config(args.config, args.overrides), console)
+    return 0
+
+
+def cmd_prm_train(args) -> int:
+    from cluster.prm import train
+    from reward.train import LabelError
+
+    try:
+        train(load_config(args.config, args.overrides), console)
+    except LabelError as e:
+        console.print(f"[bold red]error:[/] {e}", highlight=False)
+        return 2
+    return 0
+
+
 def cmd_config_show(args) -> int:
     console.print(dump_config(load_config(args.config, args.overrides)), markup=False, highlight=False)
     return 0
@@ -237,6 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     with_config(p)
     p.set_defaults(fn=cmd_train)
+
+    prm = sub.add_parser("prm", help="process reward model (PSGPO)").add_subparsers(dest="action", required=True)
+    p = prm.add_parser("label", help="line labels by binary search over prefixes (prm.label.*)")
+    with_config(p)
+    p.set_defaults(fn=cmd_prm_label)
+    p = prm.add_parser("train", help="train the PRM on the labels; held-out accuracy, AUC (prm.train.*)")
+    with_config(p)
+    p.set_defaults(fn=cmd_prm_train)
 
     p = sub.add_parser("plot", help="PNG learning curves of a training run")
     p.add_argument("run_dir")

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from learner.config import LearnerConfig
-from reward.config import RewardConfig
+from reward.config import PRMConfig, RewardConfig
 from rollout.config import RolloutConfig
 from sandbox_pool.config import SandboxConfig
 
@@ -68,6 +68,7 @@ class ProctorConfig(BaseModel):
     rollout: RolloutConfig = RolloutConfig()
     learner: LearnerConfig = LearnerConfig()
     reward: RewardConfig = RewardConfig()
+    prm: PRMConfig = PRMConfig()
     run: RunConfig = RunConfig()
 
 

@@ -1,3 +1,5 @@
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -8,8 +10,46 @@ class RewardConfig(BaseModel):
     success: float = 1.0
     failure: float = -1.0
     invalid_turn: float = Field(default=-0.2, description="added for a turn whose reply has no valid code")
-    prm: bool = False
-    prm_model: str | None = None
-    prm_weight_correct: float = Field(default=0.1, ge=0, description="lambda for dense reward on correct code")
-    prm_weight_incorrect: float = Field(default=0.1, ge=0, description="lambda for dense reward on incorrect code")
-    prm_label_samples: int = Field(default=4, ge=1, description="K completions per prefix in label search")
+    prm: bool = Field(default=False, description="add the PRM's dense line rewards (needs prm_model)")
+    prm_model: str | None = Field(default=None, description="a PRM directory written by `proctor prm train`")
+    prm_weight_correct: float = Field(default=0.1, ge=0, description="lambda+: dense weight when the final code passes")
+    prm_weight_incorrect: float = Field(default=0.1, ge=0, description="lambda-: dense weight when it fails")
+    prm_critic_init: bool = Field(default=False, description="start the critic from the PRM (backbone and head)")
+    prm_cpus: float = Field(default=0.25, ge=0, description="Ray CPUs reserved for the PRM scoring actor")
+
+
+class PRMLabelConfig(BaseModel):
+    """``proctor prm label``: sample responses, binary-search their line prefixes."""
+
+    model_config = ConfigDict(extra="forbid")
+    checkpoints: list[str] = Field(default_factory=list, description="policies to sample from (default: model.name)")
+    responses_per_problem: int = Field(default=2, ge=1)
+    k: int = Field(default=4, ge=1, description="completions per prefix; a prefix is good if any passes")
+    temperature: float = Field(default=1.0, ge=0)
+    max_new_tokens: int = Field(default=256, ge=1)
+    problems: int | None = Field(default=None, ge=1, description="label only the first N problems of data.train")
+    tests: Literal["all", "private", "public"] = Field(default="all", description="tests a completion must pass")
+    revised_only: bool = Field(default=False, description="keep only failed responses with a fixable prefix")
+    out: str = "runs/prm/labels.jsonl"
+
+
+class PRMTrainConfig(BaseModel):
+    """``proctor prm train``: the LM with a scalar head read at each code line's last token."""
+
+    model_config = ConfigDict(extra="forbid")
+    labels: str = "runs/prm/labels.jsonl"
+    base_model: str | None = Field(default=None, description="backbone to start from (default: model.name)")
+    loss: Literal["mse", "bce"] = Field(default="mse", description="mse: regress the +-1 label; bce: P(good)")
+    lr: float = Field(default=2e-5, gt=0)
+    epochs: int = Field(default=2, ge=1)
+    batch_size: int = Field(default=4, ge=1)
+    zero_stage: int = Field(default=0, ge=0, le=2, description="ZeRO stage of the PRM engine (0-2)")
+    heldout_frac: float = Field(default=0.2, ge=0, lt=1, description="share of problems held out (split by problem)")
+    threads: int = Field(default=2, ge=1)
+    out: str = "runs/prm/model"
+
+
+class PRMConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    label: PRMLabelConfig = PRMLabelConfig()
+    train: PRMTrainConfig = PRMTrainConfig()

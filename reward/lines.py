@@ -1,0 +1,83 @@
+"""Lines of a reply, each with the token that completes it (PSGPO scores a line at its last token).
+
+A reply is the model's text around a fenced code block. Lines inside a Python fence are ``code``,
+``comment`` (``#`` first) or ``blank``; the fence lines and all text outside are ``prose``. Only code
+lines are scored and labelled; the others are neutral (reward 0), so neither comments nor chatter
+can earn process reward. A reply without a fence has no code lines (RLEF counts it invalid).
+
+Token positions come from the reply's own ids (token in, token out): the character offset where
+each token ends is measured by decoding growing prefixes, so a token that spans a newline (``:\\n``,
+``\\n    ``) is handled exactly. ``last_token`` is the first token whose decoded prefix holds the
+line's final character: the earliest point where the whole line is visible.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from dataclasses import dataclass
+
+_OPEN = re.compile(r"^[ \t]*```[ \t]*([A-Za-z0-9_+-]*)")
+_PY_TAGS = {"", "python", "py", "python3"}
+
+
+@dataclass(frozen=True)
+class Line:
+    index: int          # 0-based line number in the reply text
+    text: str
+    kind: str           # code | comment | blank | prose
+    last_token: int     # index into the reply's token ids; -1 for an empty line with no character of its own
+
+    @property
+    def scored(self) -> bool:
+        return self.kind == "code"
+
+
+def classify(text: str) -> list[tuple[str, str]]:
+    """(line text, kind) for every line of ``text`` (split on ``\\n``)."""
+    out, fence = [], None   # fence: None outside a block, else True for a Python block, False for another language
+    for line in text.split("\n"):
+        m = _OPEN.match(line)
+        if fence is None and m:
+            fence = m.group(1).lower() in _PY_TAGS
+            out.append((line, "prose"))
+        elif fence is not None and line.strip().startswith("```"):
+            fence = None
+            out.append((line, "prose"))
+        elif fence:
+            s = line.strip()
+            out.append((line, "blank" if not s else "comment" if s.startswith("#") else "code"))
+        else:
+            out.append((line, "prose"))
+    return out
+
+
+def token_ends(tokenizer, ids: list[int]) -> list[int]:
+    """Character offset (in ``decode(ids)``) where each token's text ends."""
+    ends, text_len = [], 0
+    for i in range(len(ids)):
+        text_len = len(tokenizer.decode(ids[: i + 1], skip_special_tokens=True))
+        ends.append(text_len)
+    return ends
+
+
+def reply_lines(tokenizer, ids: list[int]) -> list[Line]:
+    """The lines of the decoded reply ``ids``, classified, each with its last token."""
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    ends = token_ends(tokenizer, ids)
+    lines, start = [], 0
+    for i, (line, kind) in enumerate(classify(text)):
+        if line:
+            last_char = start + len(line) - 1
+            # first token whose text reaches past last_char (ends are non-decreasing)
+            tok = bisect.bisect_right(ends, last_char)
+            last = tok if tok < len(ids) else len(ids) - 1
+        else:
+            last = -1
+        lines.append(Line(i, line, kind, last))
+        start += len(line) + 1
+    return lines
+
+
+def code_lines(lines: list[Line]) -> list[Line]:
+    return [ln for ln in lines if ln.scored]
