@@ -30,7 +30,9 @@ from cluster.model import resolve
 from cluster.placement import Placement
 from cluster.problems import load_problems
 from cluster.progress import progress
-from cluster.trajectory import to_samples
+from cluster.trajectory import scoreable, to_samples
+from reward.lines import classify
+from reward.shaping import dense_rewards, line_stats
 from rollout.episode import FeedbackBank, run_episode
 from rollout.types import SamplingSpec
 
@@ -96,9 +98,49 @@ def heldout_metrics(episodes: list, turns: int) -> dict:
             "eval/problems": len(episodes)}
 
 
+def reply_line_metrics(episodes: list) -> dict:
+    """Code lines per attempt and the comment share of the replies (watched for reward hacking)."""
+    kinds = [[k for _, k in classify(t.reply)] for e in episodes for t in e.turns]
+    code = sum(k.count("code") for k in kinds)
+    comments = sum(k.count("comment") for k in kinds)
+    return {"code_lines_per_attempt": code / max(len(kinds), 1), "comment_ratio": comments / max(code + comments, 1)}
+
+
+class ProcessRewards:
+    """The PRM scoring actor and PSGPO's dense shaping of a batch of episodes."""
+
+    def __init__(self, cfg: ProctorConfig, tokenizer):
+        import ray
+
+        from reward.actor import prm_actor_class
+
+        r = cfg.reward
+        self.cfg = r
+        self.actor = prm_actor_class().options(num_cpus=r.prm_cpus).remote(
+            str(Path(r.prm_model).resolve()), cfg.learner.threads_per_worker or 1)
+        if ray.get(self.actor.vocab.remote()) != tokenizer.get_vocab():
+            raise ValueError(f"reward.prm_model {r.prm_model}: its tokenizer differs from the policy's; the PRM "
+                             "reads the policy's token ids, so it must share the policy's vocabulary")
+
+    def __call__(self, episodes: list) -> tuple[list[list[float]], dict]:
+        import ray
+
+        scored = ray.get(self.actor.score.remote([(e.token_ids, [t.reply_span for t in e.turns]) for e in episodes]))
+        dense = [dense_rewards(len(e.token_ids), replies, e.solved, self.cfg.prm_weight_correct,
+                               self.cfg.prm_weight_incorrect) for e, replies in zip(episodes, scored)]
+        stats = line_stats([r for replies in scored for r in replies])
+        return dense, {"prm/score_mean": stats["score_mean"],
+                       "prm/dense_reward_mean": sum(map(sum, dense)) / max(len(dense), 1)}
+
+    def shutdown(self) -> None:
+        import ray
+
+        ray.kill(self.actor)
+
+
 def episode_metrics(episodes: list) -> dict:
     n = max(len(episodes), 1)
-    return {
+    return {**reply_line_metrics(episodes),
         "episodes": len(episodes),
         "solve_rate": sum(e.solved for e in episodes) / n,
         "first_turn_public_pass": sum(bool(e.turns) and e.turns[0].public_passed for e in episodes) / n,
@@ -145,7 +187,9 @@ def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: C
     engines = EngineGroup(model_dir, cfg.rollout, seed=cfg.run.seed, num_cpus=cfg.run.engine_cpus,
                           num_gpus=cfg.run.engine_gpus, actor_options=placement and placement.engines)
     pool = SandboxPool(cfg.sandbox.actors, cfg.sandbox.backend, cfg.sandbox.slots)
+    prm = ProcessRewards(cfg, tokenizer) if cfg.reward.prm else None
     learner = LearnerGroup(model_dir, cfg.learner, seed=cfg.run.seed, num_cpus_per_worker=cfg.run.learner_cpus,
+                           critic_dir=str(Path(cfg.reward.prm_model).resolve()) if cfg.reward.prm_critic_init else None,
                            num_gpus_per_worker=cfg.run.learner_gpus, actor_options=placement and placement.learner,
                            pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
     engines.wait_ready()
@@ -187,7 +231,9 @@ def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: C
             ahead = None
             if cfg.run.async_rollout and it + 1 < cfg.run.iterations:
                 ahead = start_rollout(it + 1)
-            samples, dropped = to_samples(episodes, cfg.reward)
+            kept = scoreable(episodes)
+            dense, prm_metrics = prm(kept) if prm else (None, {})
+            samples, dropped = to_samples(kept, cfg.reward, dense), len(episodes) - len(kept)
             samples = samples[: len(samples) - len(samples) % cfg.learner.world_size]
             console.print(f"iteration {it + 1}: learner on {len(samples)} episodes")
             t1, phase = time.perf_counter(), "learn"
@@ -198,6 +244,7 @@ def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: C
             row = {"iteration": done, **episode_metrics(episodes), "dropped_infra_error": dropped,
                    "policy_lag": it - sum(s.version for s in samples) / max(len(samples), 1),
                    "reward_mean": sum(sum(s.turn_rewards) for s in samples) / max(len(samples), 1),
+                   **prm_metrics,
                    "rollout_s": t_roll, "learn_s": t2 - t1, "push_s": t3 - t2,
                    "rollout_tokens_per_s": sum(sum(e.action_mask) for e in episodes) / t_roll,
                    "engine_busy_fraction": sum(b["busy_s"] for b in busy) / max(sum(b["wall_s"] for b in busy), 1e-9),
@@ -230,6 +277,8 @@ def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: C
         learner.shutdown()
         pool.shutdown()
         engines.shutdown()
+        if prm:
+            prm.shutdown()
         if placement:
             placement.release()
     summary = _summary(rows, console)

@@ -19,7 +19,12 @@ def to_sample(episode: Episode, reward_cfg: RewardConfig, token_rewards: list[fl
                   token_rewards=token_rewards, version=min(t.version for t in turns), id=episode.problem_id)
 
 
-def to_samples(episodes: list[Episode], reward_cfg: RewardConfig) -> tuple[list[Sample], int]:
-    """Samples of the scoreable episodes, and how many were dropped for sandbox infra errors."""
-    kept = [e for e in episodes if e.private_verdict != "infra_error"]
-    return [to_sample(e, reward_cfg) for e in kept], len(episodes) - len(kept)
+def scoreable(episodes: list[Episode]) -> list[Episode]:
+    """The episodes that say something about the policy (not cut short by a sandbox infra error)."""
+    return [e for e in episodes if e.private_verdict != "infra_error"]
+
+
+def to_samples(episodes: list[Episode], reward_cfg: RewardConfig,
+               dense: list[list[float]] | None = None) -> list[Sample]:
+    """Samples of scoreable episodes (``dense[i]``: episode i's per-token process rewards)."""
+    return [to_sample(e, reward_cfg, dense[i] if dense else None) for i, e in enumerate(episodes)]

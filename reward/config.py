@@ -1,6 +1,6 @@
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class RewardConfig(BaseModel):
@@ -16,6 +16,12 @@ class RewardConfig(BaseModel):
     prm_weight_incorrect: float = Field(default=0.1, ge=0, description="lambda-: dense weight when it fails")
     prm_critic_init: bool = Field(default=False, description="start the critic from the PRM (backbone and head)")
     prm_cpus: float = Field(default=0.25, ge=0, description="Ray CPUs reserved for the PRM scoring actor")
+
+    @model_validator(mode="after")
+    def _prm_needs_a_model(self):
+        if (self.prm or self.prm_critic_init) and not self.prm_model:
+            raise ValueError("reward.prm / reward.prm_critic_init need reward.prm_model (a `proctor prm train` output dir)")
+        return self
 
 
 class PRMLabelConfig(BaseModel):

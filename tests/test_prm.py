@@ -1,0 +1,195 @@
+"""PSGPO end to end on the tiny model: label rows (scripted policy, real tokenizer, real sandbox),
+``proctor prm train`` with DeepSpeed, the scoring actor, and the PRM as the critic's starting point."""
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from cluster.config import load_config
+from cluster.prm import label_problem
+from rollout.episode import local_judge
+from rollout.types import Generation
+from sandbox_pool.problem import Problem
+
+ROOT = Path(__file__).resolve().parent.parent
+SUM = Problem(id="sum3", prompt="Write sum3(a, b, c) returning a + b + c.", kind="assert", entry_point="sum3",
+              public_tests=[{"code": "assert sum3(1, 2, 3) == 6"}],
+              private_tests=[{"code": "assert sum3(0, 0, 1) == 1"}, {"code": "assert sum3(-1, 1, 5) == 5"}],
+              time_limit_s=5.0, memory_mb=256)
+HEAD = "Sure:\n```python\ndef sum3(a, b, c):\n    s = a\n    s += b\n"
+GOOD_TAIL, BAD_LINE = "    s += c\n    return s\n```", "    s -= c\n"
+
+
+class PrefixPolicy:
+    """A scripted policy: the sampled response goes wrong at ``s -= c``; a completion passes
+    exactly when its prefix does not contain that line yet (so line 5 is the first bad line)."""
+
+    def __init__(self, tok):
+        self.tok, self.calls = tok, []
+
+    def ids(self, text):
+        return self.tok(text, add_special_tokens=False)["input_ids"]
+
+    async def generate(self, prompt_ids, spec):
+        self.calls.append(spec.n)
+        text = self.tok.decode(prompt_ids)
+        done = text[text.rindex("<|im_start|>assistant\n") + len("<|im_start|>assistant\n"):]
+        if not done:                                     # the first samples: the buggy response
+            outs = [HEAD + BAD_LINE + "    return s\n```"] * spec.n
+        elif BAD_LINE.strip() in done:                   # past the bug: nothing passes
+            outs = ["    return s\n```"] * spec.n
+        else:                                            # finish the function correctly from the prefix
+            full = HEAD + GOOD_TAIL
+            rest = full[full.index(done.rstrip(" ")) + len(done.rstrip(" ")):] if done.strip() else full
+            outs = [rest] * spec.n
+        return [Generation(self.ids(o), [0.0] * len(self.ids(o)), 0, "stop") for o in outs]
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(tiny_model_dir))
+
+
+@pytest.fixture(scope="module")
+def label_rows(tok, sandbox, tiny_model_dir):
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", ["prm.label.responses_per_problem=2", "prm.label.k=3"])
+    policy, counts = PrefixPolicy(tok), Counter()
+    rows = asyncio.run(label_problem(SUM, policy, local_judge(sandbox), tok, cfg, str(tiny_model_dir), counts))
+    return rows, policy, counts
+
+
+def test_label_rows_find_the_bug_line(label_rows):
+    rows, policy, counts = label_rows
+    assert len(rows) == 2 and counts["responses"] == 2
+    r = rows[0]
+    code = [i for i, k in enumerate(r["line_kinds"]) if k == "code"]
+    assert [r["line_texts"][i] for i in code] == ["def sum3(a, b, c):", "    s = a", "    s += b", "    s -= c",
+                                                  "    return s"]
+    assert [r["labels"][i] for i in code] == [1, 1, 1, -1, -1]
+    assert r["first_bad_line"] == code[3] and r["revised"] and not r["passed"]
+    assert r["calls"] <= 3 and policy.calls[0] == 2 and set(policy.calls[1:]) == {3}
+    assert all(r["labels"][i] == 0 for i, k in enumerate(r["line_kinds"]) if k != "code")
+    # the stored token offsets are the lines' last tokens in the response ids
+    assert r["line_last_tokens"][code[3]] < len(r["response_ids"])
+
+
+@pytest.fixture(scope="module")
+def prm_dir(label_rows, tiny_model_dir, tmp_path_factory):
+    """``proctor prm train`` on the scripted rows (copied under 6 problem ids) with the tiny backbone."""
+    rows, _, _ = label_rows
+    tmp_path = tmp_path_factory.mktemp("prm")
+    labels = tmp_path / "labels.jsonl"
+    # a few problems' worth of rows (copies under other ids), so a held-out split exists
+    with open(labels, "w") as f:
+        for i in range(6):
+            for r in rows:
+                f.write(json.dumps({**r, "problem_id": f"p{i}"}) + "\n")
+    out = tmp_path / "prm"
+    proc = subprocess.run([sys.executable, "-m", "cluster.cli", "prm", "train", "--config", "configs/tiny.yaml",
+                           f"model.name={tiny_model_dir}", f"prm.train.labels={labels}", f"prm.train.out={out}",
+                           "prm.train.epochs=6", "prm.train.lr=1e-3", "prm.train.batch_size=2",
+                           "prm.train.heldout_frac=0.34"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out
+
+
+def test_prm_train_score_and_critic_init(label_rows, prm_dir, tok):
+    rows, _, _ = label_rows
+    out = prm_dir
+    meta = json.loads((out / "prm.json").read_text())
+    assert meta["train_responses"] == 8 and meta["heldout_responses"] == 4 and meta["loss"] == "mse"
+    losses = [json.loads(x)["loss"] for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert len(losses) == 6 * 4 and sum(losses[-4:]) < 0.5 * sum(losses[:4])   # it learns the labels
+    h = meta["heldout"]
+    assert h["lines"] == 4 * 5 and h["line_accuracy"] > 0.7 and h["auc"] > 0.7   # same rows: learnable
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+
+    from reward.actor import PRMScorer
+
+    scorer = PRMScorer(out)
+    r = rows[0]
+    ids = r["prompt_ids"] + r["response_ids"]
+    span = (len(r["prompt_ids"]), len(ids))
+    [[scored]] = scorer.score([(ids, [span])])
+    assert len(scored.scores) == sum(k == "code" for k in r["line_kinds"]) == 5
+    assert all(-1 <= s <= 1 for s in scored.scores)
+    assert [ln.last_token for ln in scored.code] == [t for t, k in zip(r["line_last_tokens"], r["line_kinds"])
+                                                     if k == "code"]
+
+    # The learner's critic loads the PRM directory as is: same values at the line ends (mse: unclipped raw).
+    from learner.model import ValueModel
+
+    critic = ValueModel.from_pretrained(out)
+    with torch.no_grad():
+        v = critic(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long))[0]
+    pos = [span[0] + ln.last_token for ln in scored.code]
+    assert v[pos].clamp(-1, 1).tolist() == pytest.approx(scored.scores, abs=1e-5)
+    assert v[pos].abs().max() > 0.05                                 # the head is not the zero init
+
+
+def test_bad_label_file_names_row_and_field(tmp_path, tiny_model_dir):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"problem_id": "x", "prompt_ids": [1], "response_ids": [2, 3],
+                               "line_last_tokens": [5], "line_kinds": ["code"], "labels": [1.0], "passed": False,
+                               "first_bad_line": None}) + "\n")
+    proc = subprocess.run([sys.executable, "-m", "cluster.cli", "prm", "train", "--config", "configs/tiny.yaml",
+                           f"model.name={tiny_model_dir}", f"prm.train.labels={bad}", f"prm.train.out={tmp_path / 'o'}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "bad.jsonl: row 0 (problem 'x'): field line_last_tokens: 5 outside the 2 response tokens" in " ".join(proc.stdout.split())
+
+
+def test_process_rewards_shape_an_episode(ray_local, label_rows, prm_dir, tok):
+    from cluster.train import ProcessRewards
+    from reward.actor import PRMScorer
+    from rollout.types import Episode, Turn
+
+    rows, _, _ = label_rows
+    r = rows[0]
+    ids = r["prompt_ids"] + r["response_ids"]
+    a = len(r["prompt_ids"])
+    turn = Turn(reply="", code="x", public_statuses=[], public_passed=False, feedback="", version=0,
+                prompt_end=a - 1, reply_span=(a, len(ids)))
+    ep = Episode("sum3", ids, [0] * a + [1] * (len(ids) - a), [0.0] * len(ids), [turn], "fail")
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", ["reward.prm=true", f"reward.prm_model={prm_dir}",
+                                                       "reward.prm_weight_correct=0.5", "reward.prm_weight_incorrect=0.25"])
+    prm = ProcessRewards(cfg, tok)
+    try:
+        [dense], metrics = prm([ep])
+    finally:
+        prm.shutdown()
+    [[scored]] = PRMScorer(prm_dir).score([(ids, [(a, len(ids))])])
+    ends = [a + t for t, k in zip(r["line_last_tokens"], r["line_kinds"]) if k == "code"]
+    assert [i for i, x in enumerate(dense) if x] == ends
+    assert [dense[i] for i in ends] == pytest.approx([0.25 * s / 5 for s in scored.scores])   # failed: lambda-
+    assert metrics["prm/dense_reward_mean"] == pytest.approx(sum(dense))
+
+
+def test_prm_config_errors():
+    from cluster.config import ConfigError
+
+    with pytest.raises(ConfigError, match="need reward.prm_model"):
+        load_config(ROOT / "configs" / "tiny.yaml", ["reward.prm=true"])
+
+
+@pytest.mark.slow
+def test_train_with_prm_dense_reward_and_critic_init(ray_local, tiny_model_dir, prm_dir, tmp_path):
+    from cluster.plot import read_metrics
+    from cluster.train import train
+
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", [f"model.name={tiny_model_dir}", "run.iterations=1",
+                                                       "reward.prm=true", f"reward.prm_model={prm_dir}",
+                                                       "reward.prm_critic_init=true", "learner.value_level=token"])
+    train(cfg, tmp_path / "run")
+    [row] = read_metrics(tmp_path / "run")
+    assert row["episodes"] == 4 and row["learner/steps"] >= 1
+    for key in ("prm/score_mean", "prm/dense_reward_mean", "code_lines_per_attempt", "comment_ratio"):
+        assert key in row, key
