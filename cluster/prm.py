@@ -90,6 +90,21 @@ async def label_problem(problem, generator, judge, tokenizer, cfg: ProctorConfig
     return [row for row in rows if row is not None]
 
 
+async def _label_all(problems, generator, judge, tokenizer, cfg: ProctorConfig, checkpoint: str, counts: Counter,
+                     f, advance) -> None:
+    """All problems as concurrent coroutines; each problem's rows are appended as soon as it is done."""
+    async def one(p):
+        for row in await label_problem(p, generator, judge, tokenizer, cfg, checkpoint, counts):
+            counts["rows_seen"] += 1
+            if cfg.prm.label.revised_only and not row["revised"]:
+                continue
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+        advance()
+
+    await asyncio.gather(*(one(p) for p in problems))
+
+
 def label(cfg: ProctorConfig, console: Console | None = None) -> dict:
     """Write ``cfg.prm.label.out`` (JSONL) and a summary next to it; returns the summary."""
     from transformers import AutoTokenizer
@@ -124,21 +139,7 @@ def label(cfg: ProctorConfig, console: Console | None = None) -> dict:
             try:
                 engines.wait_ready()
                 with progress(console, f"labelling ({Path(ckpt).name})", len(todo)) as advance, open(out, "a") as f:
-
-                    async def problem_rows(p):
-                        rows = await label_problem(p, engines, pool.judge, tokenizer, cfg, ckpt, counts)
-                        for row in rows:
-                            counts["rows_seen"] += 1
-                            if lc.revised_only and not row["revised"]:
-                                continue
-                            f.write(json.dumps(row) + "\n")
-                            f.flush()
-                        advance()
-
-                    async def run_all():
-                        await asyncio.gather(*(problem_rows(p) for p in todo))
-
-                    asyncio.run(run_all())
+                    asyncio.run(_label_all(todo, engines, pool.judge, tokenizer, cfg, ckpt, counts, f, advance))
             finally:
                 engines.shutdown()
     finally:

@@ -135,12 +135,12 @@ def train_prm(cfg: PRMTrainConfig, base_model: str, *, seed: int = 0, log=print,
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    tb, jl = SummaryWriter(str(out / "tb")), open(out / "train_log.jsonl", "w")
+    tb = SummaryWriter(str(out / "tb"))
     before = evaluate(model, held, pad_id)
     log(f"PRM: {len(train_rows)} training responses, {len(held)} held out; held-out before training: {before}")
     rng, step, t0 = random.Random(seed), 0, time.perf_counter()
     steps_total = cfg.epochs * -(-len(train_rows) // cfg.batch_size)
-    with progress("PRM training", steps_total) as advance:
+    with progress("PRM training", steps_total) as advance, open(out / "train_log.jsonl", "w") as jl:
         for epoch in range(cfg.epochs):
             order = train_rows[:]
             rng.shuffle(order)
@@ -164,7 +164,6 @@ def train_prm(cfg: PRMTrainConfig, base_model: str, *, seed: int = 0, log=print,
     for k, v in after.items():
         tb.add_scalar(f"prm/heldout_{k}", v, step)
     tb.close()
-    jl.close()
     meta = {"base_model": str(base_model), "labels": str(cfg.labels), "train_responses": len(train_rows),
             "heldout_responses": len(held), "steps": step, "seconds": time.perf_counter() - t0,
             "heldout_before": before, "heldout": after}

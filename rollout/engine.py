@@ -44,8 +44,15 @@ def make_llm(model_dir: str, cfg: RolloutConfig, seed: int = 0):
     configure_env(cfg)
     from vllm import LLM
 
+    extra = {}
+    if cpu_only():
+        # No chunked prefill on CPU: when a seeded request's prompt is cut across steps, vLLM rewinds
+        # its torch.Generator's offset, which CPU generators do not support ("CPU Generator does not
+        # use offset"; it kills the engine as soon as many long prompts arrive at once). Whole
+        # prompts only, with a token budget that fits the longest.
+        extra = {"enable_chunked_prefill": False, "max_num_batched_tokens": max(cfg.max_model_len, 4096)}
     return LLM(model=str(model_dir), dtype=cfg.dtype, max_model_len=cfg.max_model_len,
-               enforce_eager=cpu_only(), distributed_executor_backend="uni", seed=seed)
+               enforce_eager=cpu_only(), distributed_executor_backend="uni", seed=seed, **extra)
 
 
 def sampling_params(spec: SamplingSpec):
@@ -72,6 +79,10 @@ def _to_tensors(state: Mapping, tied: bool):
     return list(weights.items())
 
 
+class EngineDead(RuntimeError):
+    """The engine's stepping thread failed; this engine serves nothing more (replace it)."""
+
+
 class Engine:
     def __init__(self, model_dir: str, cfg: RolloutConfig | None = None, seed: int = 0):
         self.llm = make_llm(model_dir, cfg or RolloutConfig(), seed)
@@ -83,12 +94,15 @@ class Engine:
         self._busy_s = 0.0
         self._t0 = time.perf_counter()
         self._closed = False
+        self._dead: EngineDead | None = None
         self._thread = threading.Thread(target=self._run, name="engine-step", daemon=True)
         self._thread.start()
 
     # --- API (any thread, any event loop) -------------------------------------------------------
 
     async def generate(self, prompt_ids: list[int], spec: SamplingSpec = GREEDY) -> list[Generation]:
+        if self._dead:
+            raise self._dead
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         self._inbox.put(("generate", (list(prompt_ids), spec, loop, fut)))
@@ -96,6 +110,8 @@ class Engine:
 
     async def update_weights(self, state: Mapping, version: int) -> float:
         """Load ``state`` (HF parameter names -> arrays/tensors) between steps; returns seconds taken."""
+        if self._dead:
+            raise self._dead
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         self._inbox.put(("update", (state, version, loop, fut)))
@@ -117,6 +133,25 @@ class Engine:
     # --- the stepping thread ------------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as e:  # noqa: BLE001 - every waiter must hear of it, or it waits forever
+            self._dead = EngineDead(f"vLLM engine step failed: {type(e).__name__}: {e}")
+            self._dead.__cause__ = e
+            waiting = [(loop, fut) for loop, fut, _ in self._waiting.values()]
+            self._waiting.clear()
+            while True:
+                try:
+                    kind, payload = self._inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if kind != "stop":
+                    waiting.append(payload[-2:])
+            for loop, fut in waiting:
+                loop.call_soon_threadsafe(_set_exception, fut, self._dead)
+            raise
+
+    def _loop(self) -> None:
         engine = self.llm.llm_engine
         while not self._closed:
             # Block for work only when nothing is running; otherwise take what arrived and step.
@@ -270,7 +305,7 @@ class EngineGroup:
                 if i in self._ready:
                     await self._ready[i]
                 return await actor.generate.remote(prompt_ids, spec)
-            except ray.exceptions.RayActorError:
+            except (ray.exceptions.RayActorError, EngineDead):  # the actor died, or its vLLM engine did
                 if attempt == self.retries:
                     raise
                 self._replace(i, actor)
@@ -279,7 +314,10 @@ class EngineGroup:
     def _replace(self, i: int, dead) -> None:
         if self.actors[i] is not dead:  # another request already replaced it
             return
+        import ray
+
         warnings.warn(f"engine {i} died; starting a replacement", RuntimeWarning, stacklevel=2)
+        ray.kill(dead)  # a live actor whose vLLM engine failed still holds its memory
         new = self._spawn(i)
         self.actors[i] = new
         self.replaced += 1

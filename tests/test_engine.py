@@ -106,3 +106,39 @@ def test_bad_request_fails_alone(engine):
     bad, good = asyncio.run(run())
     assert isinstance(bad, Exception)
     assert len(good[0].token_ids) == 4
+
+
+def test_many_long_seeded_prompts_at_once(engine):
+    """More prompt tokens than one step's budget, every request seeded: on CPU a prompt cut across
+    steps used to kill the engine ("CPU Generator does not use offset") and hang every caller."""
+    async def run():
+        reqs = [engine.generate(list(range(100 + i, 1000 + i)), SamplingSpec(max_tokens=4, seed=i)) for i in range(8)]
+        return await asyncio.wait_for(asyncio.gather(*reqs), 120)
+
+    gens = asyncio.run(run())
+    assert [len(g[0].token_ids) for g in gens] == [4] * 8
+
+
+def test_a_failed_engine_step_fails_every_caller(tiny_model_dir):
+    """If vLLM's step raises, the waiting requests and every later one get EngineDead (no hang)."""
+    from rollout.engine import Engine, EngineDead
+
+    e = Engine(str(tiny_model_dir), CFG)
+    try:
+        def broken_step():
+            raise RuntimeError("injected step failure")
+
+        e.llm.llm_engine.step = broken_step
+
+        async def run():
+            return await asyncio.wait_for(asyncio.gather(
+                *(e.generate([1, 2, 3], SamplingSpec(max_tokens=4)) for _ in range(3)), return_exceptions=True), 60)
+
+        errors = asyncio.run(run())
+        assert all(isinstance(x, EngineDead) and "injected step failure" in str(x) for x in errors), errors
+        with pytest.raises(EngineDead):
+            asyncio.run(e.generate([1, 2, 3], SamplingSpec(max_tokens=4)))
+        with pytest.raises(EngineDead):
+            asyncio.run(e.update_weights({}, 1))
+    finally:
+        e._closed = True

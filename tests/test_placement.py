@@ -39,7 +39,7 @@ def test_unplaceable_request_names_what_it_asked_for(ray_local):
 
 
 def test_unknown_strategy_and_empty_bundles_are_refused():
-    with pytest.raises(PlacementError, match="run.placement='diagonal'"):
+    with pytest.raises(PlacementError, match=r"run\.placement='diagonal'"):
         Placement.reserve("diagonal", learners=1, learner_cpus=1, learner_gpus=0, engines=1, engine_cpus=1,
                           engine_gpus=0)
     with pytest.raises(PlacementError, match="reserve some CPU or GPU"):

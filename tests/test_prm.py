@@ -176,7 +176,7 @@ def test_process_rewards_shape_an_episode(ray_local, label_rows, prm_dir, tok):
 def test_prm_config_errors():
     from cluster.config import ConfigError
 
-    with pytest.raises(ConfigError, match="need reward.prm_model"):
+    with pytest.raises(ConfigError, match=r"need reward\.prm_model"):
         load_config(ROOT / "configs" / "tiny.yaml", ["reward.prm=true"])
 
 
@@ -193,3 +193,19 @@ def test_train_with_prm_dense_reward_and_critic_init(ray_local, tiny_model_dir, 
     assert row["episodes"] == 4 and row["learner/steps"] >= 1
     for key in ("prm/score_mean", "prm/dense_reward_mean", "code_lines_per_attempt", "comment_ratio"):
         assert key in row, key
+
+
+@pytest.mark.slow
+def test_prm_label_cli_runs_on_the_real_engine(tiny_model_dir, tmp_path):
+    """The wiring of ``proctor prm label``: real vLLM engine actor, real sandbox pool, resumable output.
+    (A random tiny model writes no fenced code, so there is nothing to search: the rows are counted.)"""
+    out = tmp_path / "labels.jsonl"
+    args = [sys.executable, "-m", "cluster.cli", "prm", "label", "--config", "configs/tiny.yaml",
+            f"model.name={tiny_model_dir}", "prm.label.problems=2", "prm.label.responses_per_problem=2",
+            "prm.label.k=2", "prm.label.max_new_tokens=16", f"prm.label.out={out}"]
+    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads(out.with_suffix(".summary.json").read_text())
+    assert summary["this_run"]["responses"] == 4
+    assert summary["rows"] + summary["this_run"].get("no_code_or_infra", 0) == 4
+    assert "PRM labels" in proc.stdout

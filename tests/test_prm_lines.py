@@ -76,7 +76,7 @@ def test_binary_search_finds_the_first_unfixable_prefix_in_log_calls(num_lines):
     for m_star in range(num_lines + 1):   # fixable(m) iff m < m_star; m = T is the failing response
         asked = []
 
-        async def fixable(m):
+        async def fixable(m, asked=asked, m_star=m_star):
             asked.append(m)
             return m < m_star
 
