@@ -167,3 +167,36 @@ def test_line_stats():
     s = line_stats([reply(0, ["code", "comment", "code"], [1.0, 0.0]), reply(5, ["code", "prose"], [0.5])])
     assert s["code_lines_per_attempt"] == 1.5 and s["comment_ratio"] == pytest.approx(1 / 4)
     assert s["score_mean"] == pytest.approx(0.5)
+
+
+def test_auc_by_hand():
+    from reward.prm import auc
+
+    assert auc([0.9, 0.8, 0.1], [1, 1, -1]) == 1.0
+    assert auc([0.1, 0.9], [1, -1]) == 0.0
+    assert auc([0.5, 0.5, 0.7, 0.2], [1, -1, 1, -1]) == pytest.approx((1 + 0.5 + 1 + 1) / 4)
+    assert math.isnan(auc([0.3], [1]))
+
+
+@pytest.mark.parametrize("loss", ["mse", "bce"])
+def test_prm_losses_and_score_range(loss):
+    import torch
+    from transformers import LlamaConfig, LlamaModel
+
+    from reward.prm import PRM
+
+    torch.manual_seed(0)
+    model = PRM(LlamaModel(LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                       num_attention_heads=2, num_key_value_heads=1)), loss)
+    raw = torch.tensor([[3.0, -0.5, 0.2]])
+    labels, mask = torch.tensor([[1.0, -1.0, 0.0]]), torch.tensor([[True, True, False]])
+    score = model.to_score(raw)
+    if loss == "mse":
+        assert score[0].tolist() == pytest.approx([1.0, -0.5, 0.2])               # clipped raw output
+        assert model.loss(raw, labels, mask).item() == pytest.approx(((3 - 1) ** 2 + (-0.5 + 1) ** 2) / 2)
+    else:
+        assert score[0].tolist() == pytest.approx([2 * torch.sigmoid(torch.tensor(v)).item() - 1 for v in (3.0, -0.5, 0.2)])
+        expect = -(math.log(torch.sigmoid(torch.tensor(3.0)).item()) + math.log(1 - torch.sigmoid(torch.tensor(-0.5)).item())) / 2
+        assert model.loss(raw, labels, mask).item() == pytest.approx(expect, rel=1e-5)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    assert model(ids, torch.ones_like(ids)).shape == (1, 4)
