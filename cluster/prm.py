@@ -117,7 +117,8 @@ def label(cfg: ProctorConfig, console: Console | None = None) -> dict:
     lc = cfg.prm.label
     out = Path(lc.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    problems = load_problems(cfg.data.train, lc.problems or cfg.data.limit)
+    problems = load_problems(cfg.data.train)[lc.skip:]
+    problems = problems[: lc.problems or cfg.data.limit or len(problems)]
     done = set()
     if out.exists():
         done = {(r["checkpoint"], r["problem_id"]) for r in map(json.loads, out.read_text().splitlines())}

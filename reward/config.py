@@ -33,7 +33,8 @@ class PRMLabelConfig(BaseModel):
     k: int = Field(default=4, ge=1, description="completions per prefix; a prefix is good if any passes")
     temperature: float = Field(default=1.0, ge=0)
     max_new_tokens: int = Field(default=256, ge=1)
-    problems: int | None = Field(default=None, ge=1, description="label only the first N problems of data.train")
+    problems: int | None = Field(default=None, ge=1, description="label only N problems of data.train")
+    skip: int = Field(default=0, ge=0, description="skip the first N problems (e.g. an eval slice of the same set)")
     tests: Literal["all", "private", "public"] = Field(default="all", description="tests a completion must pass")
     revised_only: bool = Field(default=False, description="keep only failed responses with a fixable prefix")
     out: str = "runs/prm/labels.jsonl"

@@ -135,7 +135,7 @@ class Engine:
     def _run(self) -> None:
         try:
             self._loop()
-        except BaseException as e:  # noqa: BLE001 - every waiter must hear of it, or it waits forever
+        except BaseException as e:  # every waiter must hear of it, or it waits forever
             self._dead = EngineDead(f"vLLM engine step failed: {type(e).__name__}: {e}")
             self._dead.__cause__ = e
             waiting = [(loop, fut) for loop, fut, _ in self._waiting.values()]
