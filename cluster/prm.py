@@ -186,7 +186,12 @@ def train(cfg: ProctorConfig, console: Console | None = None) -> dict:
     meta = train_prm(tc, base, seed=cfg.run.seed, log=console.print,
                      progress=lambda desc, total: progress(console, desc, total))
     h = meta["heldout"]
-    console.print(f"PRM -> {tc.out}: held-out {h.get('lines', 0)} lines, accuracy {h.get('line_accuracy', float('nan')):.3f}, "
-                  f"AUC {h.get('auc', float('nan')):.3f}, first bad line located {h.get('first_bad_located', float('nan')):.3f} "
-                  f"({meta['seconds']:.0f} s)")
+
+    def fmt(key: str) -> str:
+        v = h.get(key)
+        return "n/a" if v is None else f"{v:.3f}"
+
+    console.print(f"PRM -> {tc.out}: held-out {h.get('lines', 0)} lines ({fmt('positive_frac')} positive), accuracy "
+                  f"{fmt('line_accuracy')}, AUC {fmt('auc')} (n/a: one class only), first bad line located "
+                  f"{fmt('first_bad_located')} ({meta['seconds']:.0f} s)")
     return meta

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import random
 import socket
@@ -75,7 +76,7 @@ def evaluate(model: PRM, rows: list[dict], pad_id: int) -> dict:
     scores = score_positions(model, [r["prompt_ids"] + r["response_ids"] for r in rows], [p for p, _ in pos], pad_id)
     flat_s = [s for ss in scores for s in ss]
     flat_y = [y for _, ys in pos for y in ys]
-    located, failed = 0, 0
+    located, at_first, failed = 0, 0, 0
     for r, ss in zip(rows, scores):
         if r["passed"] or r["first_bad_line"] is None:
             continue
@@ -83,10 +84,15 @@ def evaluate(model: PRM, rows: list[dict], pad_id: int) -> dict:
         code_idx = [i for i, k in enumerate(r["line_kinds"]) if k == "code"]
         predicted = next((i for i, s in zip(code_idx, ss) if s < 0), None)
         located += predicted == r["first_bad_line"]
-    return {"lines": len(flat_y), "positive_frac": sum(y > 0 for y in flat_y) / len(flat_y),
+        at_first += code_idx[0] == r["first_bad_line"]
+    area = auc(flat_s, flat_y)
+    positive = sum(y > 0 for y in flat_y) / len(flat_y)
+    # Baselines beside each figure: always the majority label; "the first code line is the bad one".
+    return {"lines": len(flat_y), "positive_frac": positive, "majority_accuracy": max(positive, 1 - positive),
+            "first_bad_is_first_line": at_first / failed if failed else None,
             "line_accuracy": sum((s >= 0) == (y > 0) for s, y in zip(flat_s, flat_y)) / len(flat_y),
-            "auc": auc(flat_s, flat_y), "first_bad_located": located / failed if failed else float("nan"),
-            "failed_responses": failed}
+            "auc": None if math.isnan(area) else area,          # None: one class only (JSON has no NaN)
+            "first_bad_located": located / failed if failed else None, "failed_responses": failed}
 
 
 def _init_dist() -> None:
@@ -162,7 +168,8 @@ def train_prm(cfg: PRMTrainConfig, base_model: str, *, seed: int = 0, log=print,
                 advance()
     after = evaluate(model, held, pad_id)
     for k, v in after.items():
-        tb.add_scalar(f"prm/heldout_{k}", v, step)
+        if v is not None:
+            tb.add_scalar(f"prm/heldout_{k}", v, step)
     tb.close()
     meta = {"base_model": str(base_model), "labels": str(cfg.labels), "train_responses": len(train_rows),
             "heldout_responses": len(held), "steps": step, "seconds": time.perf_counter() - t0,
