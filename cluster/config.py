@@ -119,18 +119,32 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> ProctorConfig:
-    """Load ``path`` (default configs/local.yaml), apply ``key=value`` overrides, validate."""
-    path = Path(path) if path else CONFIG_DIR / "local.yaml"
+def _read_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """A config file's sections; ``base: OTHER.yaml`` (relative to the file) is read first and this
+    file's keys are merged over it, so a variant (e.g. an ablation) states only what it changes."""
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+        raise ConfigError(f"config file {path} does not exist" + (f" (base of {seen[-1]})" if seen else ""))
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: base configs form a cycle: {' -> '.join(map(str, (*seen, path.resolve())))}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    data = _merge(data, parse_overrides(list(overrides)))
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: base must be a path to another config file, got {base!r}")
+    return _merge(_read_tree(path.parent / base, (*seen, path.resolve())), data)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> ProctorConfig:
+    """Load ``path`` (default configs/local.yaml) and its ``base`` chain, apply ``key=value``
+    overrides, validate."""
+    path = Path(path) if path else CONFIG_DIR / "local.yaml"
+    data = _merge(_read_tree(path), parse_overrides(list(overrides)))
     try:
         return ProctorConfig.model_validate(data)
     except ValidationError as e:

@@ -63,3 +63,52 @@ def test_every_config_in_configs_dir_validates():
 
 def test_parse_overrides_builds_a_tree():
     assert parse_overrides(["run.seed=3", "run.out_dir=x/y"]) == {"run": {"seed": 3, "out_dir": "x/y"}}
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+    return out
+
+
+ABLATIONS = {  # each ablation config changes exactly these keys of configs/local.yaml (besides run.out_dir)
+    "multi-turn": {},
+    "single-turn": {"rollout.max_turns": 1},
+    "feedback-random": {"rollout.feedback": "random"},
+    "feedback-none": {"rollout.feedback": "none"},
+    "prm-dense": {"reward.prm": True, "reward.prm_model": "runs/prm/model", "learner.value_level": "token"},
+    "prm-dense-critic": {"reward.prm": True, "reward.prm_model": "runs/prm/model", "learner.value_level": "token",
+                         "reward.prm_critic_init": True},
+}
+
+
+@pytest.mark.parametrize("name", sorted(ABLATIONS))
+def test_ablation_configs_change_only_their_switch(name):
+    base = _flat(load_config(CONFIG_DIR / "local.yaml").model_dump())
+    cfg = _flat(load_config(CONFIG_DIR / "ablations" / f"{name}.yaml").model_dump())
+    changed = {k: v for k, v in cfg.items() if base[k] != v and k != "run.out_dir"}
+    assert changed == ABLATIONS[name]
+    assert cfg["run.out_dir"] == f"runs/ablations/{name}"
+
+
+def test_ablation_dir_has_no_untested_config():
+    assert {p.stem for p in (CONFIG_DIR / "ablations").glob("*.yaml")} == set(ABLATIONS)
+
+
+def test_base_chain_errors_name_the_file(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("base: missing.yaml\nrun:\n  seed: 1\n")
+    with pytest.raises(ConfigError, match=r"missing\.yaml does not exist \(base of .*c\.yaml\)"):
+        load_config(tmp_path / "c.yaml")
+    (tmp_path / "d.yaml").write_text("base: [x]\n")
+    with pytest.raises(ConfigError, match="base must be a path"):
+        load_config(tmp_path / "d.yaml")
+
+
+def test_overrides_apply_over_the_base_chain():
+    cfg = load_config(CONFIG_DIR / "ablations" / "prm-dense-critic.yaml", ["rollout.max_turns=2"])
+    assert cfg.rollout.max_turns == 2 and cfg.reward.prm_critic_init and cfg.learner.lr == 2.0e-7
