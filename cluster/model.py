@@ -75,10 +75,23 @@ def resolve(name_or_path: str, *, cache_dir: Path | None = None, log=print) -> P
         raise ModelError(f"could not fetch model {name_or_path!r} from the hub: {e}") from e
 
 
+def _name_architecture(out: Path) -> None:
+    """Add ``architectures`` to a dir prepared before it was written (the GGUF config has none)."""
+    path = out / "config.json"
+    config = json.loads(path.read_text())
+    if not config.get("architectures"):
+        from transformers import AutoConfig
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+        config["architectures"] = [MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[AutoConfig.from_pretrained(str(out)).model_type]]
+        path.write_text(json.dumps(config, indent=2))
+
+
 def prepare_gguf(gguf: Path, out: Path, *, log=print) -> Path:
     """Dequantise a GGUF checkpoint into ``out`` (safetensors + config + tokenizer), once."""
     marker = out / ".proctor-complete"
     if marker.is_file():
+        _name_architecture(out)
         return out
     import torch
     from safetensors.torch import save_file
@@ -99,6 +112,7 @@ def prepare_gguf(gguf: Path, out: Path, *, log=print) -> Path:
     config = model.config.to_dict()
     config.pop("quantization_config", None)  # vLLM refuses "gguf" quantisation on a plain dir
     config["torch_dtype"] = "float32"
+    config["architectures"] = [type(model).__name__]  # tools that build the model from config.json need it
     (tmp / "config.json").write_text(json.dumps(config, indent=2))
     model.generation_config.to_json_file(str(tmp / "generation_config.json"))
     tokenizer.save_pretrained(str(tmp))

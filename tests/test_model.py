@@ -38,7 +38,14 @@ def test_embedded_model_prepares_once_and_matches_the_gguf(tmp_path):
     first = time.perf_counter() - t0
     config = json.loads((path / "config.json").read_text())
     assert "quantization_config" not in config, "vLLM refuses a gguf quantization_config"
+    assert config["architectures"] == ["LlamaForCausalLM"]  # tools that build from config.json need it
     assert (path / "model.safetensors").is_file()
+
+    # a dir prepared before architectures was written gets it on the next resolve
+    del config["architectures"]
+    (path / "config.json").write_text(json.dumps(config))
+    resolve(EMBEDDED, cache_dir=tmp_path, log=lambda *a: None)
+    assert json.loads((path / "config.json").read_text())["architectures"] == ["LlamaForCausalLM"]
 
     t0 = time.perf_counter()
     assert resolve(EMBEDDED, cache_dir=tmp_path) == path
