@@ -31,7 +31,7 @@ from cluster.placement import Placement
 from cluster.problems import load_problems
 from cluster.progress import progress
 from cluster.trajectory import scoreable, to_samples
-from reward.lines import classify
+from reward.lines import classify, line_shares
 from reward.shaping import dense_rewards, line_stats
 from rollout.episode import FeedbackBank, run_episode
 from rollout.types import SamplingSpec
@@ -100,10 +100,7 @@ def heldout_metrics(episodes: list, turns: int) -> dict:
 
 def reply_line_metrics(episodes: list) -> dict:
     """Code lines per attempt and the comment share of the replies (watched for reward hacking)."""
-    kinds = [[k for _, k in classify(t.reply)] for e in episodes for t in e.turns]
-    code = sum(k.count("code") for k in kinds)
-    comments = sum(k.count("comment") for k in kinds)
-    return {"code_lines_per_attempt": code / max(len(kinds), 1), "comment_ratio": comments / max(code + comments, 1)}
+    return line_shares([[k for _, k in classify(t.reply)] for e in episodes for t in e.turns])
 
 
 class ProcessRewards:

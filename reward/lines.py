@@ -81,3 +81,11 @@ def reply_lines(tokenizer, ids: list[int]) -> list[Line]:
 
 def code_lines(lines: list[Line]) -> list[Line]:
     return [ln for ln in lines if ln.scored]
+
+
+def line_shares(kinds: list[list[str]]) -> dict[str, float]:
+    """Reward-hacking watch over replies (each a list of line kinds): code lines per reply and the
+    share of comments among code + comment lines."""
+    code = sum(k.count("code") for k in kinds)
+    comments = sum(k.count("comment") for k in kinds)
+    return {"code_lines_per_attempt": code / max(len(kinds), 1), "comment_ratio": comments / max(code + comments, 1)}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reward.lines import Line
+from reward.lines import Line, line_shares
 
 
 @dataclass
@@ -41,9 +41,6 @@ def dense_rewards(n_tokens: int, replies: list[ReplyScores], solved: bool, weigh
 
 def line_stats(replies: list[ReplyScores]) -> dict[str, float]:
     """Reward-hacking watch: code lines per attempt, comment share, mean PRM score."""
-    n = max(len(replies), 1)
-    code = sum(len(r.code) for r in replies)
-    comments = sum(ln.kind == "comment" for r in replies for ln in r.lines)
     scores = [s for r in replies for s in r.scores]
-    return {"code_lines_per_attempt": code / n, "comment_ratio": comments / max(code + comments, 1),
+    return {**line_shares([[ln.kind for ln in r.lines] for r in replies]),
             "score_mean": sum(scores) / len(scores) if scores else 0.0}

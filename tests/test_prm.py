@@ -209,3 +209,25 @@ def test_prm_label_cli_runs_on_the_real_engine(tiny_model_dir, tmp_path):
     assert summary["this_run"]["responses"] == 4
     assert summary["rows"] + summary["this_run"].get("no_code_or_infra", 0) == 4
     assert "PRM labels" in proc.stdout
+
+
+def test_revised_only_keeps_failed_responses_with_a_fixable_prefix(tok, sandbox, tiny_model_dir):
+    import io
+
+    from cluster.prm import _label_all
+
+    class Passing(PrefixPolicy):
+        async def generate(self, prompt_ids, spec):
+            out = self.ids(HEAD + GOOD_TAIL)
+            return [Generation(out, [0.0] * len(out), 0, "stop")] * spec.n
+
+    for policy, kept in ((PrefixPolicy(tok), 2), (Passing(tok), 0)):
+        for revised_only, expect in ((True, kept), (False, 2)):
+            cfg = load_config(ROOT / "configs" / "tiny.yaml", ["prm.label.k=2",
+                                                               f"prm.label.revised_only={str(revised_only).lower()}"])
+            f, counts, advanced = io.StringIO(), Counter(), []
+            asyncio.run(_label_all([SUM], policy, local_judge(sandbox), tok, cfg, "ckpt", counts, f,
+                                   lambda advanced=advanced: advanced.append(1)))
+            rows = [json.loads(x) for x in f.getvalue().splitlines()]
+            assert len(rows) == expect and counts["rows_seen"] == 2 and advanced == [1]
+            assert all(r["revised"] for r in rows) or not revised_only
