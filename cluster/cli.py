@@ -5,6 +5,7 @@
     proctor model generate [--model M] PROMPT
     proctor train [--config C] [--run-dir D] [--resume RUN_DIR] [key=value ...]
     proctor plot RUN_DIR
+    proctor study start|run [--budget-min M] [--arms A,B] [--iterations N] [key=value ...]; proctor study report
     proctor prm label [--config C] [key=value ...]
     proctor prm train [--config C] [key=value ...]
     proctor eval [--model M] [--dataset D] [--turns T] [--samples K] [--limit N] [key=value ...]
@@ -87,6 +88,8 @@ def cmd_eval(args) -> int:
         overrides.append(f"model.name={args.model}")
     if args.limit:
         overrides.append(f"data.limit={args.limit}")
+    if args.skip:
+        overrides.append(f"data.skip={args.skip}")
     cfg = load_config(args.config, overrides)
     dataset = args.dataset or cfg.data.eval
     turns = args.turns or cfg.rollout.max_turns
@@ -114,6 +117,24 @@ def cmd_train(args) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def cmd_study(args) -> int:
+    from cluster import study
+
+    if args.action == "report":
+        console.print(f"wrote {study.write_report(Path(args.out), Path(args.runs))}")
+        return 0
+    problem = study.check(args)
+    if problem:
+        console.print(f"[bold red]error:[/] {problem}", highlight=False)
+        return 2
+    if args.action == "start":
+        pid, log = study.start_background(sys.argv[sys.argv.index("start") + 1:], Path(args.out))
+        console.print(f"study running in the background (pid {pid}); follow {log}; "
+                      f"the report grows in {args.out}/report.md as arms finish")
+        return 0
+    return study.run_study(args, console)
 
 
 def cmd_plot(args) -> int:
@@ -246,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="default: data.eval from the config")
     p.add_argument("--turns", type=int, help="attempts per rollout (default: rollout.max_turns)")
     p.add_argument("--samples", type=int, default=1, help="rollouts per problem")
-    p.add_argument("--limit", type=int, help="only the first N problems")
+    p.add_argument("--limit", type=int, help="only the first N problems (after --skip)")
+    p.add_argument("--skip", type=int, default=0, help="leave out the first N problems")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (RLEF reports 1@3 at 0.2)")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--out", help="output dir (default RUN_OUT_DIR/eval-DATASET)")
@@ -266,6 +288,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = prm.add_parser("train", help="train the PRM on the labels; held-out accuracy, AUC (prm.train.*)")
     with_config(p)
     p.set_defaults(fn=cmd_prm_train)
+
+    study = sub.add_parser("study", help="the ablations trained under a time budget, evaluated, reported").add_subparsers(
+        dest="action", required=True)
+    from cluster.study import add_arguments
+
+    for action, text in (("start", "run the study in the background"), ("run", "run the study in the foreground")):
+        p = study.add_parser(action, help=text)
+        add_arguments(p)
+        p.set_defaults(fn=cmd_study)
+    p = study.add_parser("report", help="write OUT/report.md and PNGs from the arms finished so far")
+    p.add_argument("--out", default="reports/study")
+    p.add_argument("--runs", default="runs/study")
+    p.set_defaults(fn=cmd_study)
 
     p = sub.add_parser("plot", help="PNG learning curves of a training run")
     p.add_argument("run_dir")

@@ -35,7 +35,9 @@ class DataConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     train: str = "bundled"
     eval: str = "humaneval"
-    limit: int | None = Field(default=None, ge=1, description="use only the first N problems")
+    limit: int | None = Field(default=None, ge=1, description="use only the first N problems (after skip)")
+    skip: int = Field(default=0, ge=0, description="leave out the first N problems (e.g. an eval slice disjoint "
+                      "from PRM labels)")
 
 
 class RunConfig(BaseModel):
@@ -47,6 +49,8 @@ class RunConfig(BaseModel):
     ray_address: str | None = Field(default=None, description="None: start a private local Ray")
     problems_per_iteration: int = Field(default=4, ge=1, description="training problems per PPO iteration")
     checkpoint_every: int = Field(default=1, ge=0, description="iterations between checkpoints (0 = only at the end)")
+    save_policy: bool = Field(default=False, description="write the final actor as a HF model dir to RUN_DIR/policy "
+                              "(for proctor eval --model, transformers, vLLM)")
     learner_cpus: float = Field(default=1.0, gt=0, description="Ray CPUs reserved per learner worker")
     engine_cpus: float = Field(default=0.5, ge=0, description="Ray CPUs reserved per engine")
     async_rollout: bool = Field(default=False, description="one-step-off: rollout k+1 runs while the learner "

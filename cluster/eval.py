@@ -43,7 +43,7 @@ def evaluate(cfg: ProctorConfig, dataset: str, out_dir: Path, *, turns: int, sam
              console: Console | None = None) -> dict:
     console = console or Console()
     out_dir.mkdir(parents=True, exist_ok=True)
-    problems = load_problems(dataset, cfg.data.limit)
+    problems = load_problems(dataset, cfg.data.limit, cfg.data.skip)
     console.print(f"[bold]{len(problems)}[/] problems from {dataset}; model {cfg.model.name}; "
                   f"{samples} rollout(s) of up to {turns} turn(s) each")
     model_dir = resolve(cfg.model.name, cache_dir=Path(cfg.model.cache_dir) if cfg.model.cache_dir else None,

@@ -169,7 +169,7 @@ def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: C
     console = console or Console()
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(dump_config(cfg))
-    problems = load_problems(cfg.data.train, cfg.data.limit)
+    problems = load_problems(cfg.data.train, cfg.data.limit, cfg.data.skip)
     model_dir = str(resolve(cfg.model.name, cache_dir=Path(cfg.model.cache_dir) if cfg.model.cache_dir else None,
                             log=console.print))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -258,6 +258,8 @@ def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: C
                 save(done)
             console.print(f"iteration {done}: reward {row['reward_mean']:+.3f}, solved {row['solve_rate']:.2f}, "
                           f"{row['iteration_s']:.0f} s")
+        if cfg.run.save_policy and done > start:
+            console.print(f"policy (HF dir): {learner.save_policy(str(run_dir / 'policy'))}")
     except KeyboardInterrupt:
         interrupted = True
         if ahead is not None:

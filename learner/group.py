@@ -54,6 +54,9 @@ def learner_actor_class():
         def save(self, path: str):
             return self.worker.save(path)
 
+        def save_policy(self, path: str):
+            return self.worker.save_policy(path)
+
         def load(self, path: str, tag: str | None = None):
             return self.worker.load(path, tag)
 
@@ -130,6 +133,10 @@ class LearnerGroup:
 
     def load(self, path: str, tag: str | None = None) -> None:
         self._all("load", str(path), tag)
+
+    def save_policy(self, path: str) -> str:
+        """The actor as a HF model dir at ``path`` (loadable by transformers, vLLM, ``proctor eval``)."""
+        return self._all("save_policy", str(path))[0]
 
     def state_digests(self) -> list[dict[str, float]]:
         return self._all("state_digest")

@@ -67,7 +67,7 @@ class PPOWorker:
     def __init__(self, model_dir: str, cfg: LearnerConfig, *, rank: int = 0, world_size: int = 1,
                  master_addr: str = "127.0.0.1", master_port: int = 29500, seed: int = 0,
                  critic_dir: str | None = None, pad_id: int | None = None):
-        self.cfg, self.rank, self.world_size = cfg, rank, world_size
+        self.cfg, self.rank, self.world_size, self.model_dir = cfg, rank, world_size, str(model_dir)
         if cfg.threads_per_worker:
             torch.set_num_threads(cfg.threads_per_worker)
         if not torch.distributed.is_initialized():
@@ -284,6 +284,29 @@ class PPOWorker:
                 t = t.cpu()
                 out[name] = t.view(torch.uint16).numpy() if t.dtype == torch.bfloat16 else t.numpy()
             return sink(out)
+
+    def save_policy(self, out_dir: str | Path) -> str | None:
+        """Write the actor as a HF model dir (safetensors + the base model's config and tokenizer
+        files) that ``from_pretrained``, vLLM and ``proctor eval --model`` load. Every rank must call
+        it (ZeRO-3 gathers); rank 0 writes and returns the path."""
+        import shutil
+
+        from safetensors.torch import save_file
+
+        named = list(self.actor.module.named_parameters())
+        gather = (self.deepspeed.zero.GatheredParameters([p for _, p in named], modifier_rank=None)
+                  if self.cfg.zero_stage == 3 else contextlib.nullcontext())
+        with gather:
+            if self.rank != 0:
+                return None
+            out = Path(out_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            for f in Path(self.model_dir).iterdir():  # config, generation config, tokenizer, chat template
+                if f.is_file() and f.suffix not in (".safetensors", ".bin", ".pt", ".gguf") and f.name != "model.safetensors.index.json":
+                    shutil.copy2(f, out / f.name)
+            save_file({n: p.detach().cpu().contiguous() for n, p in named}, str(out / "model.safetensors"),
+                      metadata={"format": "pt"})
+            return str(out)
 
     def state_digest(self) -> dict[str, float]:
         """Sum and sum of squares of actor and critic parameters on this rank (tests compare ranks)."""

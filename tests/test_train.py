@@ -97,7 +97,7 @@ def test_resumed_run_equals_the_uninterrupted_one(ray_local, tiny_model_dir, tmp
 
     base = [f"model.name={tiny_model_dir}", "rollout.temperature=0", "learner.lr=1e-3"]
     straight, split = tmp_path / "straight", tmp_path / "split"
-    train(load_config(ROOT / "configs" / "tiny.yaml", [*base, "run.iterations=2"]), straight)
+    train(load_config(ROOT / "configs" / "tiny.yaml", [*base, "run.iterations=2", "run.save_policy=true"]), straight)
     train(load_config(ROOT / "configs" / "tiny.yaml", [*base, "run.iterations=1"]), split)
     train(load_config(split / "config.yaml", ["run.iterations=2"]), split, resume=True)
     a, b = read_metrics(straight), read_metrics(split)
@@ -111,6 +111,19 @@ def test_resumed_run_equals_the_uninterrupted_one(ray_local, tiny_model_dir, tmp
     init = hf_state(tiny_model_dir)
     changed = any(not torch.equal(wa[n], init[n]) for n in wa if n in init)
     assert changed, "training did not change the weights: the comparison would prove nothing"
+
+    # run.save_policy: the final actor as a HF dir, the checkpoint's weights exactly, loadable as is.
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    policy = hf_state(straight / "policy")
+    assert set(wa) - set(policy) <= {"lm_head.weight"}  # tied to the embeddings: stored once
+    for name in policy:
+        assert torch.equal(policy[name], wa[name]), name
+    model = AutoModelForCausalLM.from_pretrained(straight / "policy")
+    assert torch.equal(model.get_output_embeddings().weight, wa["lm_head.weight"])
+    assert AutoTokenizer.from_pretrained(straight / "policy").get_vocab() == AutoTokenizer.from_pretrained(
+        tiny_model_dir).get_vocab()
+    assert not (split / "policy").exists()  # off by default
 
 
 def hf_state(model_dir):

@@ -122,8 +122,9 @@ def _rows_from_hub(name: str, split: str) -> Iterable[dict]:
         raise DataError(f"could not load hub dataset {name!r} (split {split!r}): {e}") from None
 
 
-def load_problems(spec: str, limit: int | None = None) -> list[Problem]:
-    """Load problems from a source spec (see the package docstring); ids must be unique."""
+def load_problems(spec: str, limit: int | None = None, skip: int = 0) -> list[Problem]:
+    """Load problems from a source spec (see the package docstring); ids must be unique. ``skip``
+    leaves out the first N, ``limit`` then keeps the next N."""
     from cluster.problems.adapters import ADAPTERS, HUB_NAMES
     from cluster.problems.humaneval import load_humaneval
 
@@ -145,6 +146,7 @@ def load_problems(spec: str, limit: int | None = None) -> list[Problem]:
             )
         problems = load_native(path)
     _check_unique(problems, spec)
+    problems = problems[skip:]
     return problems[:limit] if limit else problems
 
 

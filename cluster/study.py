@@ -1,0 +1,300 @@
+"""``proctor study``: the ablations of ``configs/ablations/`` trained one after another under a time
+budget, each evaluated on HumanEval (pass@1 and 1@3) against the untrained model; a markdown report
+with a table and PNG curves.
+
+    proctor study start [--budget-min 80] [--arms a,b] ...    # in the background; log in OUT/study.log
+    proctor study run ...                                     # the same in the foreground
+    proctor study report [--out reports/study]                # redraw the report from what has finished
+
+Each arm is ``proctor train --config configs/ablations/ARM.yaml`` plus the study's common overrides
+(the same for every arm, so each arm still differs from the baseline by exactly its switch), then
+``proctor eval`` of its final policy; both run as subprocesses, so one failed arm does not end the
+study. Every finished stage is appended to ``OUT/results.jsonl`` at once: a rerun skips the arms
+already done, and an arm is only started while the budget has room for it (estimated from the arms
+so far). Run dirs (metrics, policy) go to ``RUNS/ARM``; the DeepSpeed checkpoints are deleted after
+the arm is evaluated (GBs each) unless ``--keep-checkpoints``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from cluster.config import CONFIG_DIR, load_config
+
+ARMS = ["multi-turn", "single-turn", "feedback-none", "prm-dense-critic", "feedback-random", "prm-dense"]
+PRM_ARMS = {"prm-dense", "prm-dense-critic"}
+# The same for every arm: the local config's lr warm-up (50 steps) would keep a short run at ~0 lr.
+COMMON = ["learner.lr=1e-6", "learner.warmup_steps=0", "run.eval_problems=0", "run.save_policy=true",
+          "run.checkpoint_every=0"]
+
+
+def _read_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path} line {n}: not JSON ({e.msg})") from None
+    return rows
+
+
+def latest(rows: list[dict]) -> dict[str, dict]:
+    """The last row per arm (a rerun supersedes a failed or skipped attempt)."""
+    return {r["arm"]: r for r in rows}
+
+
+def _append(path: Path, row: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def _cli(args: list[str], log: Path) -> tuple[int, float]:
+    t0 = time.perf_counter()
+    with open(log, "a") as f:
+        f.write(f"$ proctor {' '.join(args)}\n")
+        f.flush()
+        rc = subprocess.run([sys.executable, "-m", "cluster.cli", *args], stdout=f, stderr=subprocess.STDOUT).returncode
+    return rc, time.perf_counter() - t0
+
+
+def _tail(path: Path, n: int = 5) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-n:]) if path.exists() else ""
+
+
+def _eval_args(a, model: str, out: Path) -> list[str]:
+    return ["eval", "--model", model, "--dataset", a.eval_dataset, "--turns", str(a.eval_turns),
+            "--limit", str(a.eval_limit), "--skip", str(a.eval_skip), "--out", str(out), *a.overrides]
+
+
+def run_study(a, console: Console) -> int:
+    out, runs = Path(a.out), Path(a.runs)
+    out.mkdir(parents=True, exist_ok=True)
+    results = out / "results.jsonl"
+    done = {arm for arm, r in latest(_read_rows(results)).items() if r["status"] == "done"}
+    arms = [x for x in a.arms if x not in done]
+    console.print(f"[bold]proctor study[/]: arms {', '.join(a.arms)} ({len(done)} done before), "
+                  f"{a.iterations} iterations each, budget {a.budget_min:g} min -> {out}")
+    t0, spent = time.time(), []
+    if "base" not in done:
+        log = runs / "base" / "log.txt"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        console.print("base: evaluating the untrained model")
+        rc, dt = _cli(_eval_args(a, a.model, runs / "base" / "eval"), log)
+        metrics = runs / "base" / "eval" / "metrics.json"
+        _append(results, {"arm": "base", "status": "done" if rc == 0 else "failed", "eval_s": round(dt, 1),
+                          "eval": json.loads(metrics.read_text()) if rc == 0 else None,
+                          **({} if rc == 0 else {"error": _tail(log)})})
+    for i, arm in enumerate(arms, 1):
+        elapsed = time.time() - t0
+        estimate = sum(spent) / len(spent) if spent else 0.0
+        if elapsed + estimate > a.budget_min * 60:
+            console.print(f"[yellow]{arm}: skipped[/] ({elapsed / 60:.0f} of {a.budget_min:g} min used, "
+                          f"an arm takes ~{estimate / 60:.0f} min)")
+            _append(results, {"arm": arm, "status": "skipped",
+                              "reason": f"time budget: {elapsed / 60:.0f} of {a.budget_min:g} min used, "
+                                        f"an arm takes ~{estimate / 60:.0f} min"})
+            continue
+        run_dir = runs / arm
+        if run_dir.exists():  # a half-done attempt of an earlier study run
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
+        log = run_dir / "log.txt"
+        overrides = [*COMMON, f"run.iterations={a.iterations}", *a.overrides]
+        if arm in PRM_ARMS and a.prm_model:
+            overrides.append(f"reward.prm_model={a.prm_model}")
+        console.print(f"arm {i}/{len(arms)} {arm}: training ({run_dir}, log {log})")
+        rc, t_train = _cli(["train", "--config", str(CONFIG_DIR / "ablations" / f"{arm}.yaml"), "--run-dir",
+                            str(run_dir), *overrides], log)
+        row = {"arm": arm, "iterations": a.iterations, "overrides": overrides, "train_s": round(t_train, 1)}
+        if rc != 0:
+            spent.append(t_train)
+            _append(results, {**row, "status": "failed", "stage": "train", "error": _tail(log)})
+            console.print(f"[red]{arm}: training failed[/] (exit {rc}); see {log}")
+            continue
+        console.print(f"arm {i}/{len(arms)} {arm}: evaluating its policy")
+        rc, t_eval = _cli(_eval_args(a, str(run_dir / "policy"), run_dir / "eval"), log)
+        spent.append(t_train + t_eval)
+        if rc != 0:
+            _append(results, {**row, "status": "failed", "stage": "eval", "error": _tail(log)})
+            console.print(f"[red]{arm}: evaluation failed[/] (exit {rc}); see {log}")
+            continue
+        if not a.keep_checkpoints:
+            shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
+        _append(results, {**row, "status": "done", "eval_s": round(t_eval, 1),
+                          "summary": json.loads((run_dir / "summary.json").read_text()),
+                          "eval": json.loads((run_dir / "eval" / "metrics.json").read_text())})
+        console.print(f"{arm}: done in {(t_train + t_eval) / 60:.1f} min")
+        write_report(out, runs)
+    path = write_report(out, runs)
+    console.print(f"report: {path}")
+    return 0
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+def _switch(arm: str) -> str:
+    """The first comment line of the arm's config: what it changes."""
+    path = CONFIG_DIR / "ablations" / f"{arm}.yaml"
+    if not path.exists():
+        return ""
+    first = path.read_text().splitlines()[0]
+    return first.lstrip("# ").strip() if first.startswith("#") else ""
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    return _read_rows(run_dir / "metrics.jsonl")
+
+
+def _plot(out: Path, runs: Path, arms: list[str], rows: dict[str, dict]) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    files = []
+    panels = [("reward_mean", "mean episode reward"), ("solve_rate", "training problems solved"),
+              ("learner/kl_ref", "KL to the initial policy"), ("turns_mean", "turns per episode")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), constrained_layout=True)
+    for ax, (key, title) in zip(axes, panels):
+        for arm in arms:
+            m = _metrics(runs / arm)
+            if m:
+                ax.plot([r["iteration"] for r in m], [r.get(key, float("nan")) for r in m], marker="o", label=arm)
+        ax.set_title(title)
+        ax.set_xlabel("iteration")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.savefig(out / "training.png", dpi=100)
+    plt.close(fig)
+    files.append("training.png")
+
+    evaluated = [x for x in ["base", *arms] if rows.get(x, {}).get("eval")]
+    if evaluated:
+        turns = rows[evaluated[0]]["eval"]["max_turns"]
+        fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(evaluated)), 4), constrained_layout=True)
+        width, xs = 0.38, range(len(evaluated))
+        for k, (key, label) in enumerate([("pass@1", "pass@1"), (f"1@{turns}", f"1@{turns}")]):
+            ax.bar([x + (k - 0.5) * width for x in xs], [rows[e]["eval"][key] for e in evaluated], width, label=label)
+        ax.set_xticks(list(xs), evaluated, rotation=20)
+        ax.set_ylabel("share of problems")
+        ax.set_title(f"{rows[evaluated[0]]['eval']['dataset']}: {rows[evaluated[0]]['eval']['problems']} problems, greedy")
+        ax.legend()
+        ax.grid(alpha=0.3, axis="y")
+        fig.savefig(out / "eval.png", dpi=100)
+        plt.close(fig)
+        files.append("eval.png")
+    return files
+
+
+def _fmt(x, spec=".3f") -> str:
+    return format(x, spec) if isinstance(x, int | float) else "-"
+
+
+def write_report(out: Path, runs: Path) -> Path:
+    """``OUT/report.md`` (+ PNGs) from ``OUT/results.jsonl`` and the arms' metrics."""
+    rows = latest(_read_rows(out / "results.jsonl"))
+    arms = [a for a in rows if a != "base"]
+    files = _plot(out, runs, [a for a in arms if rows[a]["status"] == "done"], rows) if rows else []
+    base = (rows.get("base") or {}).get("eval") or {}
+    turns = base.get("max_turns", 3)
+    k13 = f"1@{turns}"
+    lines = ["# Learning study", ""]
+    first_done = next((rows[a] for a in arms if rows[a]["status"] == "done"), None)
+    if base:
+        lines += [f"Evaluation: `{base['dataset']}`, {base['problems']} problems, greedy, up to {turns} turns "
+                  f"(pass@1 = the first attempt judged on the private tests; {k13} = the final attempt)."]
+    if first_done:
+        lines += [f"Training: each arm is `configs/ablations/ARM.yaml` + `{' '.join(first_done['overrides'])}`."]
+    lines += ["", f"| arm | what it changes | iterations | reward first -> last | solved (train, last) | "
+              f"KL to ref (last) | pass@1 | {k13} | {k13} vs base (problems) | minutes |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    n_eval = base.get("problems", 0)
+    if base:
+        lines.append(f"| base | the untrained model | 0 | - | - | - | {_fmt(base['pass@1'])} | {_fmt(base[k13])} | "
+                     f"- | {_fmt(rows['base'].get('eval_s', 0) / 60, '.1f')} |")
+    deltas = []
+    for arm in arms:
+        r = rows[arm]
+        if r["status"] != "done":
+            why = r.get("reason") or f"failed at {r.get('stage', '?')}: {(r.get('error') or '').splitlines()[-1:]}"
+            lines.append(f"| {arm} | {_switch(arm)} | - | {r['status']}: {why} | | | | | | |")
+            continue
+        m, e, s = _metrics(runs / arm), r["eval"], r["summary"]
+        kl = m[-1].get("learner/kl_ref") if m else None
+        delta = round((e[k13] - base[k13]) * n_eval) if base else None
+        deltas.append((arm, delta, round((e["pass@1"] - base["pass@1"]) * n_eval) if base else None))
+        lines.append(f"| {arm} | {_switch(arm)} | {r['iterations']} | {_fmt(s.get('reward_first'))} -> "
+                     f"{_fmt(s.get('reward_last'))} | {_fmt(s.get('solve_rate_last'), '.2f')} | {_fmt(kl, '.2e')} | "
+                     f"{_fmt(e['pass@1'])} | {_fmt(e[k13])} | {delta if delta is not None else '-'} | "
+                     f"{(r['train_s'] + r['eval_s']) / 60:.1f} |")
+    lines += [""] + [f"![{f}]({f})" for f in files] + [""]
+    if deltas and base:
+        moved = [d for d in deltas if d[1] or d[2]]
+        lines += ["## Reading", ""]
+        if not moved:
+            lines.append(f"No arm changed a single {base['dataset']} problem's outcome (pass@1 or {k13}) against the "
+                         "untrained model.")
+        for arm, d13, d1 in moved:
+            lines.append(f"- {arm}: {d1:+d} problems at pass@1, {d13:+d} at {k13} (of {n_eval}).")
+        lines.append("")
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# --- command line -------------------------------------------------------------------------------------
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="reports/study", help="results.jsonl, report.md, PNGs")
+    p.add_argument("--runs", default="runs/study", help="one run dir per arm (metrics, policy, logs)")
+    p.add_argument("--arms", type=lambda s: s.split(","), default=ARMS, help=f"comma-separated (default {','.join(ARMS)})")
+    p.add_argument("--iterations", type=int, default=3)
+    p.add_argument("--budget-min", type=float, default=80.0, help="no arm is started that would not fit")
+    p.add_argument("--model", default=None, help="the untrained model (default: model.name of configs/local.yaml)")
+    p.add_argument("--eval-dataset", default="humaneval")
+    p.add_argument("--eval-limit", type=int, default=40)
+    p.add_argument("--eval-skip", type=int, default=64,
+                   help="HumanEval problems left out first (0-63: the training eval slice and the PRM's labels)")
+    p.add_argument("--eval-turns", type=int, default=3)
+    p.add_argument("--prm-model", default=None, help="reward.prm_model for the PRM arms (default: the config's)")
+    p.add_argument("--keep-checkpoints", action="store_true")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="for every arm and every eval")
+
+
+def check(a) -> str | None:
+    """A bad argument as one message, before anything starts (None when all is well)."""
+    unknown = [x for x in a.arms if not (CONFIG_DIR / "ablations" / f"{x}.yaml").exists()]
+    if unknown:
+        return f"unknown arm(s) {', '.join(unknown)}: arms are the files of {CONFIG_DIR / 'ablations'} ({', '.join(ARMS)})"
+    cfg = load_config(overrides=a.overrides)  # bad overrides fail here, naming the key
+    a.model = a.model or cfg.model.name
+    if PRM_ARMS & set(a.arms):
+        prm = Path(a.prm_model or load_config(CONFIG_DIR / "ablations" / "prm-dense.yaml").reward.prm_model)
+        if not (prm / "value_head.safetensors").exists():
+            return (f"the PRM arms need a trained PRM at {prm} (proctor prm label; proctor prm train), "
+                    "or --prm-model DIR, or leave them out with --arms")
+    return None
+
+
+def start_background(argv: list[str], out: Path) -> tuple[int, Path]:
+    """``proctor study run ARGV`` as a detached process; returns its pid and log path."""
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "study.log"
+    with open(log, "a") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "cluster.cli", "study", "run", *argv], stdout=f,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    (out / "study.pid").write_text(f"{proc.pid}\n")
+    return proc.pid, log
