@@ -6,11 +6,12 @@ reward is RLEF's outcome (the sandbox judges the reply's code on all tests: +1 /
 without valid code). Timed: one iteration (rollout + reward + update (+ proctor's weight push)),
 after each side's start-up, which is reported apart. Last line: one JSON object.
 
-What differs, printed with the result: proctor generates with vLLM (engine actor) and runs PPO with
-a critic (actor, critic and reference forwards, a critic update, a weight push); TRL generates
-with transformers' ``generate`` in the training process (its vLLM path supports vLLM <= 0.31 and
-needs a GPU server or colocation) and runs GRPO (no critic; group-normalised rewards; reference
-forwards since beta > 0).
+proctor runs twice: with ``learner.advantage=grpo`` (critic-free, group-normalised returns, k3 KL
+loss: the same algorithm as TRL's side, so ``ratio_proctor_vs_trl`` compares like with like) and
+with its default PPO + critic (``ratio_ppo_vs_trl``). What still differs, printed with the result:
+proctor generates with vLLM (engine actor) and pushes the new weights to it; TRL generates with
+transformers' ``generate`` in the training process (its vLLM path supports vLLM <= 0.31 and needs
+a GPU server or colocation). Both compute reference logprobs (KL beta 0.05).
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-DIFFERENCES = ("proctor: vLLM engine actor + PPO with critic (actor/critic/reference forwards, critic update, "
-               "weight push to the engine); TRL: transformers generate in-process + GRPO (no critic, reference "
-               "forwards for beta=0.05). Same model, prompts, samples, max tokens, temperature, reward, 2 CPU cores.")
+DIFFERENCES = ("proctor: vLLM engine actor for generation, a weight push to it after the update, DeepSpeed "
+               "learner in a Ray actor; GRPO run = group-normalised returns + k3 KL loss (beta 0.05), PPO run = "
+               "actor + critic (critic forwards/backward, GAE). TRL: transformers generate in the training process, "
+               "GRPO with beta 0.05 (its default loss normalisation). Same model, prompts, samples, max tokens, "
+               "temperature, reward, 2 CPU cores.")
 
 
 def _reward(problems: dict, sandbox, cfg):
@@ -78,7 +81,8 @@ def run_trl(model_dir: str, problems: list, samples: int, max_tokens: int, cfg, 
             "completion_tokens_mean": logs[-1].get("completions/mean_length") if logs else None}
 
 
-def run_proctor(problems_n: int, samples: int, max_tokens: int, overrides: list[str], console) -> dict:
+def run_proctor(problems_n: int, samples: int, max_tokens: int, overrides: list[str], console,
+                advantage: str) -> dict:
     from cluster.config import load_config
     from cluster.plot import read_metrics
     from cluster.train import train
@@ -86,7 +90,7 @@ def run_proctor(problems_n: int, samples: int, max_tokens: int, overrides: list[
     cfg = load_config(overrides=[*overrides, "run.iterations=1", "rollout.max_turns=1", "run.eval_problems=0",
                                  f"run.problems_per_iteration={problems_n}", f"rollout.samples_per_problem={samples}",
                                  f"rollout.max_new_tokens={max_tokens}", "learner.ppo_epochs=1",
-                                 f"learner.minibatch_size={problems_n * samples}"])
+                                 f"learner.minibatch_size={problems_n * samples}", f"learner.advantage={advantage}"])
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         train(cfg, Path(tmp), console=console)
@@ -126,13 +130,16 @@ def main(argv: list[str]) -> int:
     problems: list[Problem] = iteration_problems(all_problems, pcfg, 0)
     console.print(f"[bold]bench iteration[/]: {args.problems} problems x {args.samples} samples, "
                   f"{args.max_tokens} new tokens, single turn")
-    ours = run_proctor(args.problems, args.samples, args.max_tokens, args.overrides, console)
+    grpo = run_proctor(args.problems, args.samples, args.max_tokens, args.overrides, console, "grpo")
+    ppo = run_proctor(args.problems, args.samples, args.max_tokens, args.overrides, console, "gae")
     theirs = run_trl(model_dir, problems, args.samples, args.max_tokens, cfg, console)
     result = {"bench": "iteration", "model": cfg.model.name, "problems": args.problems, "samples": args.samples,
-              "max_tokens": args.max_tokens, "proctor": ours, "trl_grpo": theirs,
-              "ratio_proctor_vs_trl": round(ours["iteration_s"] / theirs["iteration_s"], 3),
+              "max_tokens": args.max_tokens, "proctor_grpo": grpo, "proctor_ppo": ppo, "trl_grpo": theirs,
+              "ratio_proctor_vs_trl": round(grpo["iteration_s"] / theirs["iteration_s"], 3),
+              "ratio_ppo_vs_trl": round(ppo["iteration_s"] / theirs["iteration_s"], 3),
               "differences": DIFFERENCES}
-    console.print(f"one iteration: proctor {ours['iteration_s']} s, TRL GRPO {theirs['iteration_s']} s "
-                  f"(ratio {result['ratio_proctor_vs_trl']}); {DIFFERENCES}")
+    console.print(f"one iteration: proctor GRPO {grpo['iteration_s']} s, proctor PPO {ppo['iteration_s']} s, TRL GRPO "
+                  f"{theirs['iteration_s']} s (ratios {result['ratio_proctor_vs_trl']}, {result['ratio_ppo_vs_trl']}); "
+                  f"{DIFFERENCES}")
     print(json.dumps(result))
     return 0

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from learner.config import LearnerConfig
 from reward.config import PRMConfig, RewardConfig
@@ -74,6 +74,13 @@ class ProctorConfig(BaseModel):
     reward: RewardConfig = RewardConfig()
     prm: PRMConfig = PRMConfig()
     run: RunConfig = RunConfig()
+
+    @model_validator(mode="after")
+    def _critic_for_critic_init(self):
+        if self.reward.prm_critic_init and self.learner.advantage != "gae":
+            raise ValueError(f"reward.prm_critic_init needs a critic, but learner.advantage={self.learner.advantage} "
+                             "trains none (use learner.advantage=gae)")
+        return self
 
 
 def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
@@ -158,6 +165,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Pr
             if err["type"] == "extra_forbidden":
                 hint = difflib.get_close_matches(key, _known_keys(ProctorConfig), n=1)
                 msgs.append(f"unknown config key {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+            elif not key:  # a rule across sections: the message names its keys
+                msgs.append(err["msg"].removeprefix("Value error, "))
             else:
                 msgs.append(f"config key {key!r}: {err['msg']} (got {err.get('input')!r})")
         raise ConfigError(f"{path}: " + "; ".join(msgs)) from None

@@ -30,7 +30,8 @@ class Sample:
     turn_rewards: list[float]
     token_rewards: list[float] | None = None
     version: int = 0                           # weight version that sampled it
-    id: str = ""
+    id: str = ""                               # the problem: episodes with the same id form a group
+    advantage: float | None = None             # critic-free modes: the episode's advantage (all its tokens)
 
     def validate(self, index: int = 0) -> None:
         where = f"sample {index}" + (f" (id {self.id!r})" if self.id else "")
@@ -81,6 +82,7 @@ class Batch:
     turn_rewards: Tensor     # float [B, K]
     versions: Tensor         # long [B]
     lengths: Tensor          # long [B]
+    advantages: Tensor       # float [B], the samples' episode advantages (nan when not given)
     extra: dict[str, Tensor] = field(default_factory=dict)  # per-token [B, T] / per-turn [B, K] results
 
     @property
@@ -137,7 +139,23 @@ def collate(samples: list[Sample], pad_id: int) -> Batch:
     old_lp = torch.where(action, old_lp, torch.zeros(()))
     return Batch(input_ids, attention, action, old_lp, token_turn, token_rewards, turn_ends, turn_last,
                  turn_ends >= 0, turn_rewards, torch.tensor([s.version for s in samples]),
-                 torch.tensor([len(s.token_ids) for s in samples]))
+                 torch.tensor([len(s.token_ids) for s in samples]),
+                 torch.tensor([float("nan") if s.advantage is None else s.advantage for s in samples]))
+
+
+def episode_return(s: Sample) -> float:
+    """An episode's total reward: its turns' outcome rewards plus its dense rewards on action tokens."""
+    dense = sum(r for r, m in zip(s.token_rewards, s.action_mask) if m) if s.token_rewards is not None else 0.0
+    return float(sum(s.turn_rewards) + dense)
+
+
+def assign_group_advantages(samples: list[Sample], kind: str) -> None:
+    """Set each sample's ``advantage`` from its group (same ``id``) in this batch (critic-free modes).
+    Must see the whole rollout batch: groups span learner workers."""
+    from learner.ppo import group_advantages
+
+    for s, a in zip(samples, group_advantages([episode_return(s) for s in samples], [s.id for s in samples], kind)):
+        s.advantage = a
 
 
 def bucket_count(lengths: list[int], max_tokens: int) -> int:

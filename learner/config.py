@@ -20,6 +20,9 @@ class LearnerConfig(BaseModel):
     gamma: float = Field(default=1.0, ge=0, le=1)
     gae_lambda: float = Field(default=1.0, ge=0, le=1)
     value_level: Literal["turn", "token"] = "turn"
+    advantage: Literal["gae", "grpo", "rloo"] = Field(
+        default="gae", description="gae: PPO with a critic (RLEF); grpo / rloo: critic-free, each episode's return "
+        "against the other episodes of its problem in the batch (no critic is built; kl_beta weighs a k3 KL loss)")
     whiten_advantages: bool = True
     old_logprobs: Literal["behaviour", "recompute"] = Field(
         default="behaviour", description="ratio denominator: the sampler's logprobs, or the learner's before the update")

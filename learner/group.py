@@ -14,7 +14,7 @@ from __future__ import annotations
 import socket
 import time
 
-from learner.batch import Sample, SampleError
+from learner.batch import Sample, SampleError, assign_group_advantages
 from learner.config import LearnerConfig
 
 
@@ -107,6 +107,8 @@ class LearnerGroup:
     def train(self, samples: list[Sample]) -> dict[str, float]:
         import ray
 
+        if self.cfg.advantage != "gae":  # groups (a problem's episodes) span workers: whole batch here
+            assign_group_advantages(samples, self.cfg.advantage)
         shards = self.shard(samples)
         return ray.get([w.train.remote(s) for w, s in zip(self.workers, shards)])[0]
 

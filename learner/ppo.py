@@ -221,3 +221,40 @@ def token_rewards_shaped(turn_rewards: Tensor, turn_last: Tensor, token_rewards:
                                                    segments=token_turn, num_segments=k)
     per_turn = torch.where(turn_last >= 0, per_turn, torch.zeros_like(per_turn))
     return r.scatter_add(1, turn_last.clamp(min=0), per_turn)
+
+
+def group_advantages(returns: list[float], groups: list[str], kind: str = "grpo", eps: float = 1e-6) -> list[float]:
+    """Critic-free advantages of whole episodes from the other episodes of the same group (the same
+    problem in one rollout batch); every action token of an episode gets its episode's value.
+
+    - ``"grpo"`` (Shao et al. 2024): (R - mean of the group) / (std of the group + eps), population std;
+    - ``"rloo"`` (Ahmadian et al. 2024): R - the mean of the group's *other* episodes.
+    A group of one episode, or one whose returns are all equal, gives 0: nothing to compare against.
+    """
+    if len(returns) != len(groups):
+        raise ValueError(f"{len(returns)} returns for {len(groups)} group keys")
+    if kind not in ("grpo", "rloo"):
+        raise ValueError(f"unknown group advantage {kind!r} (expected 'grpo' or 'rloo')")
+    members: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    out = [0.0] * len(returns)
+    for rows in members.values():
+        n = len(rows)
+        if n < 2:
+            continue
+        rs = [returns[i] for i in rows]
+        mean = sum(rs) / n
+        std = (sum((r - mean) ** 2 for r in rs) / n) ** 0.5
+        for i in rows:
+            out[i] = (returns[i] - mean) / (std + eps) if kind == "grpo" else (returns[i] - (n * mean - returns[i]) / (n - 1))
+    return out
+
+
+def kl_loss(logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor) -> Tensor:
+    """The k3 estimator of KL(policy || reference), exp(ref - logp) - (ref - logp) - 1 >= 0, as a loss
+    term with gradient (the critic-free modes put the KL in the loss, as GRPO does, rather than in
+    the reward): masked mean over action tokens."""
+    m = _bool(mask)
+    d = torch.where(m, ref_logprobs - logprobs, torch.zeros_like(logprobs))
+    return masked_mean(torch.exp(d) - d - 1, m)

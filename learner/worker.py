@@ -32,7 +32,15 @@ import torch
 import torch.distributed as dist
 
 from learner import ppo
-from learner.batch import Batch, Sample, bucket_count, buckets, collate, padding_stats
+from learner.batch import (
+    Batch,
+    Sample,
+    assign_group_advantages,
+    bucket_count,
+    buckets,
+    collate,
+    padding_stats,
+)
 from learner.config import LearnerConfig
 from learner.model import ValueModel, action_logprobs, load_policy
 
@@ -105,15 +113,17 @@ class PPOWorker:
             return eng
 
         policy = load_policy(model_dir, cfg.dtype)
-        critic = ValueModel.from_pretrained(critic_dir or model_dir, cfg.dtype)
+        # Critic-free modes (grpo, rloo) build no critic: no value forwards, backward or optimizer.
+        critic = ValueModel.from_pretrained(critic_dir or model_dir, cfg.dtype) if cfg.advantage == "gae" else None
         if cfg.gradient_checkpointing:
             policy.gradient_checkpointing_enable()
-            critic.gradient_checkpointing_enable()
+            if critic is not None:
+                critic.gradient_checkpointing_enable()
         self.pad_id = pad_id if pad_id is not None else (policy.config.pad_token_id or policy.config.eos_token_id or 0)
         if isinstance(self.pad_id, list):
             self.pad_id = self.pad_id[0]
         self.actor = engine(policy, cfg.lr, cfg.zero_stage)
-        self.critic = engine(critic, cfg.critic_lr or cfg.lr, cfg.zero_stage)
+        self.critic = engine(critic, cfg.critic_lr or cfg.lr, cfg.zero_stage) if critic is not None else None
         self.ref = engine(load_policy(model_dir, cfg.dtype), None, 3 if cfg.zero_stage == 3 else 0)
         self.ref.eval()
         self.steps = 0        # optimizer steps
@@ -160,7 +170,8 @@ class PPOWorker:
         for rows in groups:
             mb = batch.take(rows)
             n = mb.input_ids.shape[1]
-            values[rows, :n] = self.critic(mb.input_ids, mb.attention_mask).float()
+            if self.critic is not None:
+                values[rows, :n] = self.critic(mb.input_ids, mb.attention_mask).float()
             if cfg.old_logprobs == "recompute":
                 old_lp[rows, :n] = action_logprobs(self.actor, mb.input_ids, mb.attention_mask,
                                                    mb.action_mask)[0].float()
@@ -172,6 +183,8 @@ class PPOWorker:
         mask = batch.action_mask
         log_ratio = ppo.kl_penalty(old_lp, ref_lp, mask, "per_token")
         behaviour_gap = ppo.kl_penalty(batch.old_logprobs, old_lp, mask, "per_token")
+        if self.critic is None:
+            return self._prepare_critic_free(batch, old_lp, ref_lp, log_ratio, behaviour_gap, groups)
         if cfg.value_level == "turn":
             old_values = values.gather(1, batch.turn_ends.clamp(min=0))
             rewards = ppo.turn_rewards_shaped(batch.turn_rewards, batch.token_rewards, old_lp, ref_lp,
@@ -205,6 +218,26 @@ class PPOWorker:
             out["behaviour_logprob_gap"] = sums[2] / max(sums[1], 1)
         return out
 
+    def _prepare_critic_free(self, batch: Batch, old_lp, ref_lp, log_ratio, behaviour_gap, groups) -> dict[str, float]:
+        """grpo / rloo: every action token carries its episode's group advantage; the KL to the
+        reference goes into the loss (``_minibatch``), not the reward."""
+        if torch.isnan(batch.advantages).any():
+            raise ValueError(f"learner.advantage={self.cfg.advantage} needs every sample's advantage "
+                             "(assign_group_advantages on the whole rollout batch before it is split over workers)")
+        mask = batch.action_mask
+        token_adv = torch.where(mask, batch.advantages[:, None].expand_as(old_lp), torch.zeros(()))
+        batch.extra.update(old_logprobs=old_lp, advantages=token_adv, ref_logprobs=ref_lp)
+        b = batch.size
+        sums = self._all_sum([ppo.masked_sum(log_ratio, mask).item(), mask.sum().item(),
+                              ppo.masked_sum(behaviour_gap, mask).item(), batch.turn_rewards.sum().item()
+                              + batch.token_rewards.sum().item(), b, (batch.advantages != 0).sum().item()])
+        out = {"kl_ref": sums[0] / max(sums[1], 1), "reward_mean": sums[3] / max(sums[4], 1),
+               "nonzero_advantage_frac": sums[5] / max(sums[4], 1),
+               "padding_frac": padding_stats(batch.lengths.tolist(), groups)["padding_frac"]}
+        if self.cfg.old_logprobs == "recompute":
+            out["behaviour_logprob_gap"] = sums[2] / max(sums[1], 1)
+        return out
+
     def _minibatch(self, batch: Batch, rows: list[int], acc: dict) -> None:
         cfg = self.cfg
         mb = batch.take(rows)
@@ -219,30 +252,43 @@ class PPOWorker:
             w = float(m.action_mask.sum()) / max(n_tok, 1)
             ent_mean = ppo.masked_mean(ent, m.action_mask)
             loss = pl - cfg.entropy_coef * ent_mean if cfg.entropy_coef > 0 else pl
+            if self.critic is None and cfg.kl_beta > 0:
+                kl = ppo.kl_loss(lp, m.extra["ref_logprobs"], m.action_mask)
+                loss = loss + cfg.kl_beta * kl
+                acc["kl_loss"] += float(kl.detach()) * w
             self.actor.backward(loss * w, scale_wrt_gas=False)
+            for k, x in (("policy_loss", pl), ("policy_clip_frac", pst["clip_frac"]), ("approx_kl", pst["approx_kl"]),
+                         ("entropy", ent_mean)):
+                acc[k] += float(x.detach()) * w
+            if self.critic is None:
+                continue
             v = self.critic(m.input_ids, m.attention_mask).float()
             v = v.gather(1, m.turn_ends.clamp(min=0)) if turn else torch.cat([torch.zeros_like(v[:, :1]), v[:, :-1]], 1)
             vmask = m.turn_mask if turn else m.action_mask
             vl, vst = ppo.value_loss(v, m.extra["old_values"], m.extra["returns"], vmask, cfg.value_clip_eps)
             wv = float(vmask.sum()) / max(n_val, 1)
             self.critic.backward(vl * wv, scale_wrt_gas=False)
-            for k, x in (("policy_loss", pl), ("policy_clip_frac", pst["clip_frac"]), ("approx_kl", pst["approx_kl"]),
-                         ("entropy", ent_mean)):
-                acc[k] += float(x.detach()) * w
             acc["value_loss"] += float(vl.detach()) * wv
             acc["value_clip_frac"] += float(vst["clip_frac"]) * wv
         self.actor.step()
-        self.critic.step()
         self.steps += 1
         acc["grad_norm"] += float(self.actor.get_global_grad_norm() or 0.0)
-        acc["critic_grad_norm"] += float(self.critic.get_global_grad_norm() or 0.0)
+        if self.critic is not None:
+            self.critic.step()
+            acc["critic_grad_norm"] += float(self.critic.get_global_grad_norm() or 0.0)
         acc["minibatches"] += 1
 
     def train(self, samples: list[Sample]) -> dict[str, float]:
         """One PPO iteration on this rank's share of a rollout batch; metrics averaged over ranks."""
         t0 = time.perf_counter()
         self.actor.train()
-        self.critic.train()
+        if self.critic is not None:
+            self.critic.train()
+        elif any(s.advantage is None for s in samples):
+            if self.world_size > 1:
+                raise ValueError(f"learner.advantage={self.cfg.advantage} with {self.world_size} workers: assign "
+                                 "group advantages on the whole batch first (LearnerGroup.train does)")
+            assign_group_advantages(samples, self.cfg.advantage)
         batch = collate(samples, self.pad_id)
         metrics = self._prepare(batch)
         per_rank = max(1, self.cfg.minibatch_size // self.world_size)
@@ -311,7 +357,7 @@ class PPOWorker:
     def state_digest(self) -> dict[str, float]:
         """Sum and sum of squares of actor and critic parameters on this rank (tests compare ranks)."""
         out = {}
-        for name, eng in (("actor", self.actor), ("critic", self.critic)):
+        for name, eng in self._trained():
             params = [p for p in eng.module.parameters()]
             gather = (self.deepspeed.zero.GatheredParameters(params, modifier_rank=None)
                       if self.cfg.zero_stage == 3 else contextlib.nullcontext())
@@ -319,6 +365,9 @@ class PPOWorker:
                 out[name] = float(sum(p.detach().double().sum() for p in params))
                 out[name + "_sq"] = float(sum((p.detach().double() ** 2).sum() for p in params))
         return out
+
+    def _trained(self) -> list[tuple[str, object]]:
+        return [("actor", self.actor)] + ([("critic", self.critic)] if self.critic is not None else [])
 
     # --- checkpoints ---------------------------------------------------------------------------------
 
@@ -329,7 +378,8 @@ class PPOWorker:
         tag = f"step{self.steps}"
         client = {"steps": self.steps, "iterations": self.iterations}
         self.actor.save_checkpoint(str(path / "actor"), tag=tag, client_state=client)
-        self.critic.save_checkpoint(str(path / "critic"), tag=tag)
+        if self.critic is not None:
+            self.critic.save_checkpoint(str(path / "critic"), tag=tag)
         rng = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
                "shuffle": self.gen.get_state()}
         (path / "rng").mkdir(parents=True, exist_ok=True)
@@ -339,7 +389,7 @@ class PPOWorker:
     def load(self, path: str | Path, tag: str | None = None) -> None:
         """Resume from ``save``: same weights, optimizer moments, lr schedule, step and RNG states."""
         path = Path(path)
-        for name, eng in (("actor", self.actor), ("critic", self.critic)):
+        for name, eng in self._trained():
             load_path, client = eng.load_checkpoint(str(path / name), tag=tag, load_optimizer_states=True,
                                                     load_lr_scheduler_states=True)
             if load_path is None:

@@ -112,3 +112,12 @@ def test_base_chain_errors_name_the_file(tmp_path):
 def test_overrides_apply_over_the_base_chain():
     cfg = load_config(CONFIG_DIR / "ablations" / "prm-dense-critic.yaml", ["rollout.max_turns=2"])
     assert cfg.rollout.max_turns == 2 and cfg.reward.prm_critic_init and cfg.learner.lr == 2.0e-7
+
+
+def test_critic_init_without_a_critic_is_one_clear_error():
+    with pytest.raises(ConfigError) as e:
+        load_config(overrides=["reward.prm_critic_init=true", "reward.prm_model=some/prm", "learner.advantage=grpo"])
+    msg = str(e.value)
+    assert "reward.prm_critic_init needs a critic, but learner.advantage=grpo trains none" in msg
+    assert "got {" not in msg  # not the whole config echoed back
+    assert load_config(overrides=["learner.advantage=rloo"]).learner.advantage == "rloo"

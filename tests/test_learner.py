@@ -53,7 +53,8 @@ def sample(model, n: int, seed: int, version: int = 0, reply_len: int = 8, promp
             lps.append(float(logp[tok]))
         reward = sum(t == TARGET for t in ids[prompt_len:]) / reply_len
         out.append(Sample(ids, [0] * prompt_len + [1] * reply_len, lps, [prompt_len - 1],
-                          [(prompt_len, prompt_len + reply_len)], [reward], version=version))
+                          [(prompt_len, prompt_len + reply_len)], [reward], version=version,
+                          id=f"group{len(out) // 4}"))  # groups of 4 for the critic-free modes
     return out
 
 
@@ -62,11 +63,13 @@ def weights(ray, group) -> dict:
 
 
 @pytest.mark.slow
-def test_ppo_raises_a_trivially_learnable_reward(ray_local, v16_model_dir):
+@pytest.mark.parametrize("advantage", ["gae", "grpo", "rloo"])
+def test_ppo_raises_a_trivially_learnable_reward(ray_local, v16_model_dir, advantage):
     from learner.group import LearnerGroup
 
     ray = ray_local
-    cfg = LearnerConfig(lr=1e-3, warmup_steps=0, kl_beta=0.01, minibatch_size=8, ppo_epochs=2, zero_stage=2)
+    cfg = LearnerConfig(lr=1e-3, warmup_steps=0, kl_beta=0.01, minibatch_size=8, ppo_epochs=2, zero_stage=2,
+                        advantage=advantage)
     group = LearnerGroup(str(v16_model_dir), cfg, seed=0, num_cpus_per_worker=0.5)
     rewards, metrics = [], []
     state = None
@@ -80,19 +83,23 @@ def test_ppo_raises_a_trivially_learnable_reward(ray_local, v16_model_dir):
     assert last > first + 0.15, f"mean reward did not rise: {rewards}"
     m = metrics[-1]
     assert m["steps"] == 8 * 2 * 2 and m["iteration"] == 8
-    for key in ("policy_loss", "value_loss", "kl_ref", "approx_kl", "policy_clip_frac", "entropy",
-                "value_explained_var", "tokens_per_s", "grad_norm"):
+    critic = ("value_loss", "value_explained_var") if advantage == "gae" else ("kl_loss", "nonzero_advantage_frac")
+    for key in ("policy_loss", "kl_ref", "approx_kl", "policy_clip_frac", "entropy", "tokens_per_s", "grad_norm",
+                *critic):
         assert np.isfinite(m[key]), key
     assert m["kl_ref"] > 0 and m["entropy"] < metrics[0]["entropy"]  # moved away from the start, sharper
+    if advantage != "gae":  # no critic was built or trained
+        assert "value_loss" not in m and "critic_grad_norm" not in m and m["kl_loss"] > 0
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", [2, 3])
-def test_resume_continues_bit_for_bit(ray_local, v16_model_dir, tmp_path, stage):
+@pytest.mark.parametrize("stage,advantage", [(2, "gae"), (3, "gae"), (2, "grpo")])
+def test_resume_continues_bit_for_bit(ray_local, v16_model_dir, tmp_path, stage, advantage):
     from learner.group import LearnerGroup
 
     ray = ray_local
-    cfg = LearnerConfig(lr=1e-3, warmup_steps=3, kl_beta=0.05, minibatch_size=4, ppo_epochs=2, zero_stage=stage)
+    cfg = LearnerConfig(lr=1e-3, warmup_steps=3, kl_beta=0.05, minibatch_size=4, ppo_epochs=2, zero_stage=stage,
+                        advantage=advantage)
     model = hf_with(v16_model_dir, None)
     batches = [sample(model, 8, seed=i) for i in range(3)]
 

@@ -90,3 +90,25 @@ def test_buckets_partition_rows_and_cut_padding(seed):
 
 def test_buckets_with_fewer_rows_than_count():
     assert buckets([0, 1], [5, 9], 4) == [[1], [0]]
+
+
+def test_assign_group_advantages_uses_whole_episode_returns():
+    from learner.batch import assign_group_advantages, episode_return
+
+    def ep(pid, rewards, dense=None):  # prompt [0, 4), reply [4, 6), feedback [6], reply [7, 9)
+        spans = [(4, 6), (7, 9)][:len(rewards)]
+        n = spans[-1][1]
+        mask = [0] * n
+        for x, y in spans:
+            mask[x:y] = [1] * (y - x)
+        return Sample(list(range(n)), mask, [0.0] * n, [x - 1 for x, _ in spans], spans, rewards,
+                      token_rewards=dense, id=pid)
+
+    # dense rewards off the action tokens (prompt 0, feedback 6) do not count; on action tokens they do
+    a = ep("p", [-0.2, 1.0], dense=[5.0, 0, 0, 0, 0.25, 0, 7.0, 0.25, 0])
+    b, c = ep("p", [-1.0]), ep("q", [1.0])
+    assert episode_return(a) == pytest.approx(1.3) and episode_return(b) == -1.0
+    samples = [a, b, c]
+    assign_group_advantages(samples, "rloo")
+    assert [s.advantage for s in samples] == pytest.approx([2.3, -2.3, 0.0])
+    assert collate(samples, 0).advantages.tolist() == pytest.approx([2.3, -2.3, 0.0])

@@ -318,3 +318,39 @@ def test_token_rewards_shaped_ignores_missing_turns():
     out = ppo.token_rewards_shaped(torch.tensor([[1.0, 7.0]]), torch.tensor([[2, -1]]), zeros, zeros, zeros,
                                    token_turn, "geometric", 0.1)
     torch.testing.assert_close(out, torch.tensor([[0.0, 0.0, 1.0, 0.0]]))
+
+
+def test_group_advantages_by_hand():
+    returns = [1.0, -1.0, -1.0, -1.0, 0.5, 0.5, 2.0]
+    groups = ["a", "a", "a", "a", "b", "b", "c"]
+    grpo = ppo.group_advantages(returns, groups, "grpo")
+    # group a: mean -0.5, population std sqrt(0.75); b: all equal -> 0; c: alone -> 0
+    assert grpo[0] == pytest.approx(1.5 / math.sqrt(0.75), rel=1e-5)
+    assert grpo[1:4] == pytest.approx([-0.5 / math.sqrt(0.75)] * 3, rel=1e-5)
+    assert grpo[4:] == [0.0, 0.0, 0.0]
+    rloo = ppo.group_advantages(returns, groups, "rloo")
+    assert rloo[:4] == pytest.approx([2.0, -2 / 3, -2 / 3, -2 / 3])  # R - mean of the other three
+    assert rloo[4:] == [0.0, 0.0, 0.0]
+    assert sum(rloo[:4]) == pytest.approx(0.0)
+    # order does not matter: groups are keys, not runs
+    shuffled = ppo.group_advantages([returns[i] for i in (3, 0, 5, 1, 6, 4, 2)], [groups[i] for i in (3, 0, 5, 1, 6, 4, 2)])
+    assert shuffled == pytest.approx([grpo[i] for i in (3, 0, 5, 1, 6, 4, 2)])
+    with pytest.raises(ValueError, match="2 returns for 1 group keys"):
+        ppo.group_advantages([1.0, 2.0], ["a"])
+    with pytest.raises(ValueError, match="unknown group advantage 'ppo'"):
+        ppo.group_advantages([1.0], ["a"], "ppo")
+
+
+def test_kl_loss_k3_is_zero_at_the_reference_and_pulls_back_to_it():
+    ref = torch.log_softmax(torch.randn(2, 5), -1)
+    mask = torch.tensor([[0, 1, 1, 1, 0], [0, 0, 1, 1, 1]], dtype=torch.bool)
+    assert ppo.kl_loss(ref, ref, mask).item() == pytest.approx(0.0, abs=1e-7)
+    lp = (ref + 0.3 * torch.randn(2, 5)).requires_grad_(True)
+    garbage = torch.where(mask, lp, torch.full_like(lp, float("nan")))  # masked entries have no influence
+    loss = ppo.kl_loss(garbage, ref, mask)
+    d = (ref - lp.detach())[mask]
+    assert loss.item() == pytest.approx((torch.exp(d) - d - 1).mean().item(), rel=1e-5) and loss.item() > 0
+    loss.backward()
+    assert torch.all(lp.grad[~mask] == 0)
+    # gradient descent moves each logprob toward the reference's
+    assert torch.all(torch.sign(-lp.grad[mask]) == torch.sign(ref[mask] - lp.detach()[mask]))
