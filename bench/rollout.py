@@ -1,11 +1,15 @@
 """``proctor bench rollout [--problems N] [--turns T] [--max-tokens M] [--model M]``.
 
 (a) proctor's multi-turn RLEF rollout of the bundled training set (async episodes on one engine,
-sampled at temperature 1 as in training, public tests in the sandbox, feedback turns); then
-(b) bare vLLM offline generation of the same work in one batch: every turn's prompt exactly as the
-rollout built it, generating exactly as many tokens as that turn's reply (``ignore_eos``). Reports
-generated tokens/s of each, their ratio, and the engine busy fraction during the rollout (time the
-engine spent stepping / rollout wall time). Last line: one JSON object.
+sampled at temperature 1 as in training, public tests in the sandbox, feedback turns); then the
+same work replayed through bare vLLM offline generation (every turn's prompt exactly as the rollout
+built it, generating exactly as many tokens as that turn's reply, ``ignore_eos``), twice:
+(b) all turns in one batch: an upper bound no multi-turn rollout can reach, since turn k + 1's
+    prompt only exists once turn k was generated and tested;
+(c) turn by turn: one batch per turn index, each after the previous one finished (the plain
+    synchronous loop over bare vLLM; testing time not counted).
+Reports generated tokens/s of each, the ratios, and the engine busy fraction during the rollout
+(time the engine spent stepping / rollout wall time). Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -54,35 +58,49 @@ def main(argv: list[str]) -> int:
             roll_s = time.perf_counter() - t0
             busy = engine.stats()["busy_s"]
 
-        work = [(e.token_ids[: t.prompt_end + 1], t.reply_span[1] - t.reply_span[0]) for e in episodes for t in e.turns]
-        console.print(f"bare vLLM: the same {len(work)} turn prompts, one batch")
-        params = []
-        for _, n in work:
-            p = sampling_params(spec)
-            p.max_tokens, p.min_tokens, p.ignore_eos = n, n, True
-            params.append(p)
-        t0 = time.perf_counter()
-        outs = engine.llm.generate([{"prompt_token_ids": ids} for ids, _ in work], params, use_tqdm=False)
-        bare_s = time.perf_counter() - t0
-        bare_tokens = sum(len(o.outputs[0].token_ids) for o in outs)
+        turns = [[(e.token_ids[: t.prompt_end + 1], t.reply_span[1] - t.reply_span[0]) for e in episodes
+                  if k < len(e.turns) for t in [e.turns[k]]] for k in range(args.turns)]
+        work = [w for batch in turns for w in batch]
+        console.print(f"bare vLLM: the same {len(work)} turn prompts, one batch; then turn by turn")
+        bare = _replay(engine, [work], spec)
+        by_turn = _replay(engine, [b for b in turns if b], spec)
     finally:
         engine.close()
     roll_tokens = sum(sum(e.action_mask) for e in episodes)
-    bare_tps, roll_tps = bare_tokens / bare_s, roll_tokens / roll_s
+    roll_tps = roll_tokens / roll_s
     result = {
         "bench": "rollout", "model": cfg.model.name, "problems": len(problems), "max_turns": args.turns,
         "max_tokens": args.max_tokens,
-        "bare_vllm": {"tokens": bare_tokens, "wall_s": round(bare_s, 2), "tokens_per_s": round(bare_tps, 1)},
+        "bare_vllm": bare, "bare_vllm_turn_by_turn": by_turn,
         "proctor_rollout": {"tokens": roll_tokens, "wall_s": round(roll_s, 2), "tokens_per_s": round(roll_tps, 1),
-                            "turns": sum(len(e.turns) for e in episodes),
+                            "turns": sum(len(e.turns) for e in episodes), "turns_by_index": [len(b) for b in turns],
                             "solved": sum(e.solved for e in episodes)},
-        "ratio_rollout_vs_bare": round(roll_tps / bare_tps, 3),
+        "ratio_rollout_vs_bare": round(roll_tps / bare["tokens_per_s"], 3),
+        "ratio_rollout_vs_bare_turn_by_turn": round(roll_tps / by_turn["tokens_per_s"], 3),
         "engine_busy_fraction": round(busy / roll_s, 3),
     }
-    console.print(f"bare vLLM {bare_tps:.1f} tok/s; proctor rollout {roll_tps:.1f} tok/s "
-                  f"(ratio {result['ratio_rollout_vs_bare']}); engine busy {result['engine_busy_fraction']:.1%}")
+    console.print(f"bare vLLM {bare['tokens_per_s']} tok/s in one batch, {by_turn['tokens_per_s']} tok/s turn by "
+                  f"turn; proctor rollout {roll_tps:.1f} tok/s (ratios {result['ratio_rollout_vs_bare']}, "
+                  f"{result['ratio_rollout_vs_bare_turn_by_turn']}); engine busy {result['engine_busy_fraction']:.1%}")
     print(json.dumps(result))
     return 0
+
+
+def _replay(engine, batches: list[list[tuple[list[int], int]]], spec: SamplingSpec) -> dict:
+    """Bare offline generation of ``batches`` one after another: each (prompt ids, reply length)
+    generates exactly that many tokens."""
+    tokens, t0 = 0, time.perf_counter()
+    for batch in batches:
+        params = []
+        for _, n in batch:
+            p = sampling_params(spec)
+            p.max_tokens, p.min_tokens, p.ignore_eos = n, n, True
+            params.append(p)
+        outs = engine.llm.generate([{"prompt_token_ids": ids} for ids, _ in batch], params, use_tqdm=False)
+        tokens += sum(len(o.outputs[0].token_ids) for o in outs)
+    wall = time.perf_counter() - t0
+    return {"tokens": tokens, "wall_s": round(wall, 2), "tokens_per_s": round(tokens / wall, 1),
+            "batches": len(batches)}
 
 
 async def _episodes(problems, engine, judge, turns, spec):
