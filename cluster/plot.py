@@ -21,6 +21,11 @@ def read_metrics(run_dir: Path) -> list[dict]:
     path = run_dir / "metrics.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: RUN_DIR must be a directory written by proctor train")
+    return read_jsonl(path)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """One dict per non-empty line; a bad line is an error naming the file and line."""
     rows = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if line.strip():

@@ -37,16 +37,9 @@ COMMON = ["learner.lr=1e-6", "learner.warmup_steps=0", "run.eval_problems=0", "r
 
 
 def _read_rows(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path} line {n}: not JSON ({e.msg})") from None
-    return rows
+    from cluster.plot import read_jsonl
+
+    return read_jsonl(path) if path.exists() else []
 
 
 def latest(rows: list[dict]) -> dict[str, dict]:

@@ -311,15 +311,20 @@ class PPOWorker:
 
     # --- weights -------------------------------------------------------------------------------------
 
+    def _whole(self, params: list):
+        """A context in which ``params`` are whole on every rank: under ZeRO-3 a gather (collective:
+        every rank must enter it), otherwise nothing to do."""
+        if self.cfg.zero_stage == 3:
+            return self.deepspeed.zero.GatheredParameters(params, modifier_rank=None)
+        return contextlib.nullcontext()
+
     def export_weights(self, sink: Callable[[dict[str, np.ndarray]], object], dtype: str = "same"):
         """Hand the actor's full weights (HF names -> numpy arrays) to ``sink`` on rank 0 and return
         what it returns (None on other ranks). Arrays are views of the parameters where possible:
         ``sink`` must copy them out (``ray.put`` does) before returning. Under ZeRO-3 every rank must
         call this (the gather is collective). bfloat16 arrays travel as uint16 bit patterns."""
         named = list(self.actor.module.named_parameters())
-        gather = (self.deepspeed.zero.GatheredParameters([p for _, p in named], modifier_rank=None)
-                  if self.cfg.zero_stage == 3 else contextlib.nullcontext())
-        with gather:
+        with self._whole([p for _, p in named]):
             if self.rank != 0:
                 return None
             out = {}
@@ -340,9 +345,7 @@ class PPOWorker:
         from safetensors.torch import save_file
 
         named = list(self.actor.module.named_parameters())
-        gather = (self.deepspeed.zero.GatheredParameters([p for _, p in named], modifier_rank=None)
-                  if self.cfg.zero_stage == 3 else contextlib.nullcontext())
-        with gather:
+        with self._whole([p for _, p in named]):
             if self.rank != 0:
                 return None
             out = Path(out_dir)
@@ -359,9 +362,7 @@ class PPOWorker:
         out = {}
         for name, eng in self._trained():
             params = [p for p in eng.module.parameters()]
-            gather = (self.deepspeed.zero.GatheredParameters(params, modifier_rank=None)
-                      if self.cfg.zero_stage == 3 else contextlib.nullcontext())
-            with gather:
+            with self._whole(params):
                 out[name] = float(sum(p.detach().double().sum() for p in params))
                 out[name + "_sq"] = float(sum((p.detach().double() ** 2).sum() for p in params))
         return out
