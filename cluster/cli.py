@@ -130,7 +130,7 @@ def cmd_study(args) -> int:
         console.print(f"[bold red]error:[/] {problem}", highlight=False)
         return 2
     if args.action == "start":
-        pid, log = study.start_background(sys.argv[sys.argv.index("start") + 1:], Path(args.out))
+        pid, log = study.start_background(args)
         console.print(f"study running in the background (pid {pid}); follow {log}; "
                       f"the report grows in {args.out}/report.md as arms finish")
         return 0

@@ -282,8 +282,18 @@ def check(a) -> str | None:
     return None
 
 
-def start_background(argv: list[str], out: Path) -> tuple[int, Path]:
-    """``proctor study run ARGV`` as a detached process; returns its pid and log path."""
+def to_argv(a) -> list[str]:
+    """The ``proctor study run`` arguments that parse back into ``a``."""
+    return ["--out", a.out, "--runs", a.runs, "--arms", ",".join(a.arms), "--iterations", str(a.iterations),
+            "--budget-min", str(a.budget_min), "--eval-dataset", a.eval_dataset, "--eval-limit", str(a.eval_limit),
+            "--eval-skip", str(a.eval_skip), "--eval-turns", str(a.eval_turns),
+            *(["--model", a.model] if a.model else []), *(["--prm-model", a.prm_model] if a.prm_model else []),
+            *(["--keep-checkpoints"] if a.keep_checkpoints else []), *a.overrides]
+
+
+def start_background(a) -> tuple[int, Path]:
+    """``proctor study run`` with the arguments ``a`` as a detached process; returns its pid and log."""
+    out, argv = Path(a.out), to_argv(a)
     out.mkdir(parents=True, exist_ok=True)
     log = out / "study.log"
     with open(log, "a") as f:

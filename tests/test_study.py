@@ -84,3 +84,12 @@ def test_study_trains_evaluates_resumes_and_keeps_to_its_budget(tiny_model_dir, 
     report = (out / "report.md").read_text()
     assert "| single-turn |" in report and "skipped: time budget" in report
     assert Path(out / "training.png").exists() and Path(out / "eval.png").exists()
+
+
+def test_background_start_passes_every_argument_on():
+    a = _args(["--out", "o", "--runs", "r", "--arms", "single-turn,feedback-none", "--iterations", "2",
+               "--budget-min", "12.5", "--eval-limit", "7", "--eval-skip", "3", "--eval-turns", "2", "--model", "m",
+               "--prm-model", "p", "--keep-checkpoints", "learner.lr=1e-5", "rollout.max_turns=2"])
+    again = _args(study.to_argv(a))
+    assert vars(again) == vars(a)
+    assert vars(_args(study.to_argv(_args([])))) == vars(_args([]))  # defaults survive too
