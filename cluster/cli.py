@@ -123,7 +123,11 @@ def cmd_study(args) -> int:
     from cluster import study
 
     if args.action == "report":
-        console.print(f"wrote {study.write_report(Path(args.out), Path(args.runs))}")
+        try:
+            console.print(f"wrote {study.write_report(Path(args.out), Path(args.runs))}")
+        except (FileNotFoundError, ValueError) as e:
+            console.print(f"[bold red]error:[/] {e}", highlight=False)
+            return 2
         return 0
     problem = study.check(args)
     if problem:

@@ -137,12 +137,23 @@ def run_study(a, console: Console) -> int:
 # --- report ---------------------------------------------------------------------------------------
 
 def _switch(arm: str) -> str:
-    """The first comment line of the arm's config: what it changes."""
+    """The first sentence of the arm config's leading comment: what it changes."""
     path = CONFIG_DIR / "ablations" / f"{arm}.yaml"
     if not path.exists():
         return ""
-    first = path.read_text().splitlines()[0]
-    return first.lstrip("# ").strip() if first.startswith("#") else ""
+    words = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        words.append(line.lstrip("# ").strip())
+    text = " ".join(words)
+    return text.split(". ")[0].rstrip(".") + "." if text else ""
+
+
+def _eval_slice(runs: Path) -> str:
+    """Which problems the evaluations ran on, from the base evaluation's per-problem rows."""
+    ids = [r["id"] for r in _read_rows(runs / "base" / "eval" / "results.jsonl")]
+    return f"{ids[0]} to {ids[-1]}" if ids else "?"
 
 
 def _metrics(run_dir: Path) -> list[dict]:
@@ -157,8 +168,9 @@ def _plot(out: Path, runs: Path, arms: list[str], rows: dict[str, dict]) -> list
     from matplotlib.ticker import MaxNLocator
 
     files = []
-    panels = [("reward_mean", "mean episode reward"), ("solve_rate", "training problems solved"),
-              ("learner/kl_ref", "KL to the initial policy"), ("turns_mean", "turns per episode")]
+    panels = [("reward_mean", "mean episode reward"), ("solve_rate", "training episodes solved"),
+              ("invalid_turn_frac", "turns without valid code"), ("learner/kl_ref", "KL to the initial policy"),
+              ("turns_mean", "turns per episode")]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), constrained_layout=True)
     for ax, (key, title) in zip(axes, panels):
         for arm in arms:
@@ -198,6 +210,8 @@ def _fmt(x, spec=".3f") -> str:
 
 def write_report(out: Path, runs: Path) -> Path:
     """``OUT/report.md`` (+ PNGs) from ``OUT/results.jsonl`` and the arms' metrics."""
+    if not (out / "results.jsonl").exists():
+        raise FileNotFoundError(f"{out / 'results.jsonl'} not found: nothing to report yet (proctor study start)")
     rows = latest(_read_rows(out / "results.jsonl"))
     arms = [a for a in rows if a != "base"]
     files = _plot(out, runs, [a for a in arms if rows[a]["status"] == "done"], rows) if rows else []
@@ -207,30 +221,31 @@ def write_report(out: Path, runs: Path) -> Path:
     lines = ["# Learning study", ""]
     first_done = next((rows[a] for a in arms if rows[a]["status"] == "done"), None)
     if base:
-        lines += [f"Evaluation: `{base['dataset']}`, {base['problems']} problems, greedy, up to {turns} turns "
-                  f"(pass@1 = the first attempt judged on the private tests; {k13} = the final attempt)."]
+        lines += [f"Evaluation: `{base['dataset']}`, {base['problems']} problems ({_eval_slice(runs)}), greedy, up to "
+                  f"{turns} turns (pass@1 = the first attempt judged on the private tests; {k13} = the final attempt)."]
     if first_done:
         lines += [f"Training: each arm is `configs/ablations/ARM.yaml` + `{' '.join(first_done['overrides'])}`."]
-    lines += ["", f"| arm | what it changes | iterations | reward first -> last | solved (train, last) | "
-              f"KL to ref (last) | pass@1 | {k13} | {k13} vs base (problems) | minutes |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", f"| arm | what it changes | iterations | reward first -> last | invalid turns first -> last | "
+              f"solved (train, last) | KL to ref (last) | pass@1 | {k13} | {k13} vs base (problems) | minutes |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     n_eval = base.get("problems", 0)
     if base:
-        lines.append(f"| base | the untrained model | 0 | - | - | - | {_fmt(base['pass@1'])} | {_fmt(base[k13])} | "
+        lines.append(f"| base | the untrained model | 0 | - | - | - | - | {_fmt(base['pass@1'])} | {_fmt(base[k13])} | "
                      f"- | {_fmt(rows['base'].get('eval_s', 0) / 60, '.1f')} |")
     deltas = []
     for arm in arms:
         r = rows[arm]
         if r["status"] != "done":
             why = r.get("reason") or f"failed at {r.get('stage', '?')}: {(r.get('error') or '').splitlines()[-1:]}"
-            lines.append(f"| {arm} | {_switch(arm)} | - | {r['status']}: {why} | | | | | | |")
+            lines.append(f"| {arm} | {_switch(arm)} | - | {r['status']}: {why} | | | | | | | |")
             continue
         m, e, s = _metrics(runs / arm), r["eval"], r["summary"]
         kl = m[-1].get("learner/kl_ref") if m else None
+        invalid = f"{_fmt(m[0].get('invalid_turn_frac'), '.2f')} -> {_fmt(m[-1].get('invalid_turn_frac'), '.2f')}" if m else "-"
         delta = round((e[k13] - base[k13]) * n_eval) if base else None
         deltas.append((arm, delta, round((e["pass@1"] - base["pass@1"]) * n_eval) if base else None))
         lines.append(f"| {arm} | {_switch(arm)} | {r['iterations']} | {_fmt(s.get('reward_first'))} -> "
-                     f"{_fmt(s.get('reward_last'))} | {_fmt(s.get('solve_rate_last'), '.2f')} | {_fmt(kl, '.2e')} | "
+                     f"{_fmt(s.get('reward_last'))} | {invalid} | {_fmt(s.get('solve_rate_last'), '.2f')} | {_fmt(kl, '.2e')} | "
                      f"{_fmt(e['pass@1'])} | {_fmt(e[k13])} | {delta if delta is not None else '-'} | "
                      f"{(r['train_s'] + r['eval_s']) / 60:.1f} |")
     lines += [""] + [f"![{f}]({f})" for f in files] + [""]

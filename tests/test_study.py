@@ -19,7 +19,7 @@ def test_report_from_results_names_every_arm_and_its_fate(tmp_path):
     (runs / "single-turn").mkdir(parents=True)
     (runs / "single-turn" / "metrics.jsonl").write_text("".join(
         json.dumps({"iteration": i, "reward_mean": -1.2 + 0.1 * i, "solve_rate": 0.0, "learner/kl_ref": 1e-4 * i,
-                    "turns_mean": 1.0}) + "\n" for i in (1, 2)))
+                    "turns_mean": 1.0, "invalid_turn_frac": 0.75 - 0.25 * i}) + "\n" for i in (1, 2)))
     ev = {"dataset": "humaneval", "problems": 10, "max_turns": 3, "pass@1": 0.1, "1@3": 0.2}
     rows = [
         {"arm": "base", "status": "done", "eval_s": 60, "eval": ev},
@@ -33,6 +33,7 @@ def test_report_from_results_names_every_arm_and_its_fate(tmp_path):
     text = study.write_report(out, runs).read_text()
     table = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
     assert "0.100 | 0.200" in table["base"]
+    assert "| 0.50 -> 0.25 |" in table["single-turn"]  # invalid turns, first -> last iteration
     assert "0.200 | 0.300 | 1 |" in table["single-turn"]  # 1@3 0.2 -> 0.3 of 10 problems: one more solved
     assert "One attempt per problem" in table["single-turn"]  # the switch, read from the arm's config
     assert "failed at train" in table["multi-turn"] and "bad thing" in table["multi-turn"]
@@ -50,6 +51,11 @@ def test_bad_arm_or_missing_prm_is_one_clear_error(tmp_path, capsys):
     assert main(["study", "run", "--out", str(tmp_path), "--arms", "prm-dense", "--prm-model", str(tmp_path)]) == 2
     assert "the PRM arms need a trained PRM at" in capsys.readouterr().out
     assert not (tmp_path / "results.jsonl").exists()
+    assert main(["study", "report", "--out", str(tmp_path / "none")]) == 2
+    assert "results.jsonl not found: nothing to report yet" in capsys.readouterr().out
+    (tmp_path / "results.jsonl").write_text('{"arm": "base", "status": "done"}\n{"arm": oops}\n')
+    assert main(["study", "report", "--out", str(tmp_path)]) == 2
+    assert "results.jsonl line 2: not JSON" in capsys.readouterr().out
 
 
 @pytest.mark.slow
