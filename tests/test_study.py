@@ -52,10 +52,10 @@ def test_bad_arm_or_missing_prm_is_one_clear_error(tmp_path, capsys):
     assert "the PRM arms need a trained PRM at" in capsys.readouterr().out
     assert not (tmp_path / "results.jsonl").exists()
     assert main(["study", "report", "--out", str(tmp_path / "none")]) == 2
-    assert "results.jsonl not found: nothing to report yet" in capsys.readouterr().out
+    assert "results.jsonl not found: nothing to report yet" in capsys.readouterr().out.replace("\n", "")
     (tmp_path / "results.jsonl").write_text('{"arm": "base", "status": "done"}\n{"arm": oops}\n')
     assert main(["study", "report", "--out", str(tmp_path)]) == 2
-    assert "results.jsonl line 2: not JSON" in capsys.readouterr().out
+    assert "results.jsonl line 2: not JSON" in capsys.readouterr().out.replace("\n", "")
 
 
 @pytest.mark.slow
