@@ -204,6 +204,12 @@ def _plot(out: Path, runs: Path, arms: list[str], rows: dict[str, dict]) -> list
     return files
 
 
+def _invalid(ev: dict) -> str:
+    """Turns of the evaluation without valid code, of all its turns."""
+    turns = sum(int(k) * v for k, v in ev.get("turns_used", {}).items())
+    return f"{ev['invalid_turns']}/{turns}" if "invalid_turns" in ev else "-"
+
+
 def _fmt(x, spec=".3f") -> str:
     return format(x, spec) if isinstance(x, int | float) else "-"
 
@@ -226,18 +232,18 @@ def write_report(out: Path, runs: Path) -> Path:
     if first_done:
         lines += [f"Training: each arm is `configs/ablations/ARM.yaml` + `{' '.join(first_done['overrides'])}`."]
     lines += ["", f"| arm | what it changes | iterations | reward first -> last | invalid turns first -> last | "
-              f"solved (train, last) | KL to ref (last) | pass@1 | {k13} | {k13} vs base (problems) | minutes |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              f"solved (train, last) | KL to ref (last) | pass@1 | {k13} | {k13} vs base (problems) | invalid eval turns | "
+              "minutes |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     n_eval = base.get("problems", 0)
     if base:
         lines.append(f"| base | the untrained model | 0 | - | - | - | - | {_fmt(base['pass@1'])} | {_fmt(base[k13])} | "
-                     f"- | {_fmt(rows['base'].get('eval_s', 0) / 60, '.1f')} |")
+                     f"- | {_invalid(base)} | {_fmt(rows['base'].get('eval_s', 0) / 60, '.1f')} |")
     deltas = []
     for arm in arms:
         r = rows[arm]
         if r["status"] != "done":
             why = r.get("reason") or f"failed at {r.get('stage', '?')}: {(r.get('error') or '').splitlines()[-1:]}"
-            lines.append(f"| {arm} | {_switch(arm)} | - | {r['status']}: {why} | | | | | | | |")
+            lines.append(f"| {arm} | {_switch(arm)} | - | {r['status']}: {why} | | | | | | | | |")
             continue
         m, e, s = _metrics(runs / arm), r["eval"], r["summary"]
         kl = m[-1].get("learner/kl_ref") if m else None
@@ -247,7 +253,7 @@ def write_report(out: Path, runs: Path) -> Path:
         lines.append(f"| {arm} | {_switch(arm)} | {r['iterations']} | {_fmt(s.get('reward_first'))} -> "
                      f"{_fmt(s.get('reward_last'))} | {invalid} | {_fmt(s.get('solve_rate_last'), '.2f')} | {_fmt(kl, '.2e')} | "
                      f"{_fmt(e['pass@1'])} | {_fmt(e[k13])} | {delta if delta is not None else '-'} | "
-                     f"{(r['train_s'] + r['eval_s']) / 60:.1f} |")
+                     f"{_invalid(e)} | {(r['train_s'] + r['eval_s']) / 60:.1f} |")
     lines += [""] + [f"![{f}]({f})" for f in files] + [""]
     if deltas and base:
         moved = [d for d in deltas if d[1] or d[2]]

@@ -20,7 +20,8 @@ def test_report_from_results_names_every_arm_and_its_fate(tmp_path):
     (runs / "single-turn" / "metrics.jsonl").write_text("".join(
         json.dumps({"iteration": i, "reward_mean": -1.2 + 0.1 * i, "solve_rate": 0.0, "learner/kl_ref": 1e-4 * i,
                     "turns_mean": 1.0, "invalid_turn_frac": 0.75 - 0.25 * i}) + "\n" for i in (1, 2)))
-    ev = {"dataset": "humaneval", "problems": 10, "max_turns": 3, "pass@1": 0.1, "1@3": 0.2}
+    ev = {"dataset": "humaneval", "problems": 10, "max_turns": 3, "pass@1": 0.1, "1@3": 0.2, "invalid_turns": 4,
+          "turns_used": {"1": 2, "3": 8}}
     rows = [
         {"arm": "base", "status": "done", "eval_s": 60, "eval": ev},
         {"arm": "multi-turn", "status": "failed", "stage": "train", "error": "boom\nValueError: bad thing"},
@@ -32,7 +33,7 @@ def test_report_from_results_names_every_arm_and_its_fate(tmp_path):
     (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     text = study.write_report(out, runs).read_text()
     table = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
-    assert "0.100 | 0.200" in table["base"]
+    assert "0.100 | 0.200 | - | 4/26 |" in table["base"]  # 4 invalid of 2 x 1 + 8 x 3 turns
     assert "| 0.50 -> 0.25 |" in table["single-turn"]  # invalid turns, first -> last iteration
     assert "0.200 | 0.300 | 1 |" in table["single-turn"]  # 1@3 0.2 -> 0.3 of 10 problems: one more solved
     assert "One attempt per problem" in table["single-turn"]  # the switch, read from the arm's config
