@@ -170,8 +170,9 @@ def _plot(out: Path, runs: Path, arms: list[str], rows: dict[str, dict]) -> list
     files = []
     panels = [("reward_mean", "mean episode reward"), ("solve_rate", "training episodes solved"),
               ("invalid_turn_frac", "turns without valid code"), ("learner/kl_ref", "KL to the initial policy"),
-              ("turns_mean", "turns per episode")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), constrained_layout=True)
+              ("turns_mean", "turns per episode"), ("reply_tokens_mean", "generated tokens per episode")]
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8), constrained_layout=True)
+    axes = axes.flat
     for ax, (key, title) in zip(axes, panels):
         for arm in arms:
             m = _metrics(runs / arm)
@@ -182,6 +183,7 @@ def _plot(out: Path, runs: Path, arms: list[str], rows: dict[str, dict]) -> list
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
+    fig.suptitle("training, per iteration (the same problems in every arm)")
     fig.savefig(out / "training.png", dpi=100)
     plt.close(fig)
     files.append("training.png")
@@ -191,8 +193,14 @@ def _plot(out: Path, runs: Path, arms: list[str], rows: dict[str, dict]) -> list
         turns = rows[evaluated[0]]["eval"]["max_turns"]
         fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(evaluated)), 4), constrained_layout=True)
         width, xs = 0.38, range(len(evaluated))
+        top = 0.0
         for k, (key, label) in enumerate([("pass@1", "pass@1"), (f"1@{turns}", f"1@{turns}")]):
-            ax.bar([x + (k - 0.5) * width for x in xs], [rows[e]["eval"][key] for e in evaluated], width, label=label)
+            values = [rows[e]["eval"][key] for e in evaluated]
+            bars = ax.bar([x + (k - 0.5) * width for x in xs], values, width, label=label)
+            n = rows[evaluated[0]]["eval"]["problems"]
+            ax.bar_label(bars, [f"{round(v * n)}/{n}" for v in values], fontsize=8)  # visible even at 0
+            top = max(top, *values)
+        ax.set_ylim(0, max(0.05, top * 1.25))
         ax.set_xticks(list(xs), evaluated, rotation=20)
         ax.set_ylabel("share of problems")
         ax.set_title(f"{rows[evaluated[0]]['eval']['dataset']}: {rows[evaluated[0]]['eval']['problems']} problems, greedy")
