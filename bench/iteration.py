@@ -71,14 +71,34 @@ def run_trl(model_dir: str, problems: list, samples: int, max_tokens: int, cfg, 
         trainer = GRPOTrainer(model=model, processing_class=AutoTokenizer.from_pretrained(model_dir), reward_funcs=_reward({p.id: p for p in problems}, sandbox, cfg),
                               args=args, train_dataset=Dataset.from_list(rows))
         start_s = time.perf_counter() - t0
+        spent = _time_methods(trainer, ["_generate", "_generate_and_score_completions"])
         console.print(f"TRL GRPO: start-up {start_s:.1f} s; one step of {len(rows) * samples} completions")
         t0 = time.perf_counter()
         trainer.train()
         step_s = time.perf_counter() - t0
     logs = [h for h in trainer.state.log_history if "reward" in h]
-    return {"startup_s": round(start_s, 1), "iteration_s": round(step_s, 1),
+    gen, scored = spent["_generate"], spent["_generate_and_score_completions"]
+    return {"startup_s": round(start_s, 1), "iteration_s": round(step_s, 1), "generate_s": round(gen, 1),
+            "reward_and_reference_s": round(scored - gen, 1), "update_s": round(step_s - scored, 1),
             "reward_mean": logs[-1]["reward"] if logs else None,
             "completion_tokens_mean": logs[-1].get("completions/mean_length") if logs else None}
+
+
+def _time_methods(obj, names: list[str]) -> dict[str, float]:
+    """Wrap ``obj``'s methods so the seconds spent in each accumulate in the returned dict."""
+    spent = dict.fromkeys(names, 0.0)
+    for name in names:
+        fn = getattr(obj, name)
+
+        def timed(*args, _fn=fn, _name=name, **kwargs):
+            t = time.perf_counter()
+            try:
+                return _fn(*args, **kwargs)
+            finally:
+                spent[_name] += time.perf_counter() - t
+
+        setattr(obj, name, timed)
+    return spent
 
 
 def run_proctor(problems_n: int, samples: int, max_tokens: int, overrides: list[str], console,
