@@ -212,6 +212,27 @@ def _plot(out: Path, runs: Path, arms: list[str], rows: dict[str, dict]) -> list
     return files
 
 
+def _same_episodes(arms: list[str], runs: Path, tol: float = 0.01) -> list[str]:
+    """Arms whose training rollouts stayed (nearly) the same as another arm's after the first update.
+
+    Every arm draws the same problems and sampling seeds per iteration, so before any update two arms
+    with the same rollout settings sample identical episodes; if their generated tokens per episode
+    still agree within ``tol`` after the updates, the updates barely moved the policy and any trend
+    in their curves comes from the problems drawn, not from learning."""
+    out = []
+    curves = {a: [r.get("reply_tokens_mean") for r in _metrics(runs / a)] for a in arms}
+    for i, a in enumerate(arms):
+        for b in arms[i + 1:]:
+            x, y = curves[a], curves[b]
+            if len(x) > 1 and len(x) == len(y) and x[0] == y[0] and all(
+                    u and v and abs(u - v) <= tol * max(u, v) for u, v in zip(x[1:], y[1:])):
+                out.append(f"- {a} and {b} sampled (nearly) the same training episodes in every iteration (generated "
+                           f"tokens per episode within {tol:.0%} after the updates: {', '.join(f'{u:.0f}/{v:.0f}' for u, v in zip(x, y))}): "
+                           "their updates did not change what the policy samples, so their curves show the problems "
+                           "drawn, not learning.")
+    return out + ([""] if out else [])
+
+
 def _invalid(ev: dict) -> str:
     """Turns of the evaluation without valid code, of all its turns."""
     turns = sum(int(k) * v for k, v in ev.get("turns_used", {}).items())
@@ -272,6 +293,7 @@ def write_report(out: Path, runs: Path) -> Path:
         for arm, d13, d1 in moved:
             lines.append(f"- {arm}: {d1:+d} problems at pass@1, {d13:+d} at {k13} (of {n_eval}).")
         lines.append("")
+    lines += _same_episodes([a for a in arms if rows[a]["status"] == "done"], runs)
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

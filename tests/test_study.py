@@ -40,6 +40,25 @@ def test_report_from_results_names_every_arm_and_its_fate(tmp_path):
     assert "failed at train" in table["multi-turn"] and "bad thing" in table["multi-turn"]
     assert "skipped: time budget" in table["feedback-none"]
     assert "- single-turn: +1 problems at pass@1, +1 at 1@3 (of 10)." in text
+    assert "sampled (nearly) the same training episodes" not in text  # one trained arm: nothing to compare
+
+    # a second arm that sampled the same episodes (same start, within 1% after the updates) is called out
+    (runs / "feedback-none").mkdir()
+    (runs / "feedback-none" / "metrics.jsonl").write_text("".join(
+        json.dumps({"iteration": i, "reward_mean": -1.0, "reply_tokens_mean": n}) + "\n"
+        for i, n in ((1, 300.0), (2, 251.0))))
+    (runs / "single-turn" / "metrics.jsonl").write_text("".join(
+        json.dumps({"iteration": i, "reward_mean": -1.0, "reply_tokens_mean": n}) + "\n"
+        for i, n in ((1, 300.0), (2, 250.0))))
+    rows[-1] = {**rows[2], "arm": "feedback-none"}
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = study.write_report(out, runs).read_text()
+    assert "- single-turn and feedback-none sampled (nearly) the same training episodes" in text
+    (runs / "feedback-none" / "metrics.jsonl").write_text("".join(
+        json.dumps({"iteration": i, "reward_mean": -1.0, "reply_tokens_mean": n}) + "\n"
+        for i, n in ((1, 300.0), (2, 200.0))))
+    assert "the same training episodes" not in study.write_report(out, runs).read_text()
+
     for png in ("training.png", "eval.png"):
         assert f"![{png}]({png})" in text
         data = (out / png).read_bytes()
