@@ -48,15 +48,17 @@ def main(argv: list[str]) -> int:
         warm = Conversation(engine.tokenizer)
         warm.start(first_turn(problems[0]))
         asyncio.run(engine.generate(list(warm.token_ids), SamplingSpec(max_tokens=8)))  # first-step compile
+        engine.llm.reset_prefix_cache()  # every side starts cold
 
         console.print(f"proctor rollout: {len(problems)} episodes of up to {args.turns} turns")
         with Sandbox(cfg.sandbox.backend, cfg.sandbox.slots) as sandbox:
-            judge = local_judge(sandbox)
+            judge, judged = _timed(local_judge(sandbox))
             engine.reset_stats()
             t0 = time.perf_counter()
             episodes = asyncio.run(_episodes(problems, engine, judge, args.turns, spec))
             roll_s = time.perf_counter() - t0
-            busy = engine.stats()["busy_s"]
+            stats = engine.stats()
+            busy = stats["busy_s"]
 
         turns = [[(e.token_ids[: t.prompt_end + 1], t.reply_span[1] - t.reply_span[0]) for e in episodes
                   if k < len(e.turns) for t in [e.turns[k]]] for k in range(args.turns)]
@@ -74,7 +76,9 @@ def main(argv: list[str]) -> int:
         "bare_vllm": bare, "bare_vllm_turn_by_turn": by_turn,
         "proctor_rollout": {"tokens": roll_tokens, "wall_s": round(roll_s, 2), "tokens_per_s": round(roll_tps, 1),
                             "turns": sum(len(e.turns) for e in episodes), "turns_by_index": [len(b) for b in turns],
-                            "solved": sum(e.solved for e in episodes)},
+                            "solved": sum(e.solved for e in episodes), "engine_steps": stats["steps"],
+                            "mean_running_requests": round(stats["mean_running"], 1),
+                            "judge_calls": judged["calls"], "judge_s_per_call": round(judged["s"] / max(judged["calls"], 1), 3)},
         "ratio_rollout_vs_bare": round(roll_tps / bare["tokens_per_s"], 3),
         "ratio_rollout_vs_bare_turn_by_turn": round(roll_tps / by_turn["tokens_per_s"], 3),
         "engine_busy_fraction": round(busy / roll_s, 3),
@@ -86,9 +90,26 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def _timed(judge):
+    """``judge`` that counts its calls and the seconds episodes spent waiting on it."""
+    spent = {"calls": 0, "s": 0.0}
+
+    async def timed(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return await judge(*args, **kwargs)
+        finally:
+            spent["calls"] += 1
+            spent["s"] += time.perf_counter() - t
+
+    return timed, spent
+
+
 def _replay(engine, batches: list[list[tuple[list[int], int]]], spec: SamplingSpec) -> dict:
     """Bare offline generation of ``batches`` one after another: each (prompt ids, reply length)
-    generates exactly that many tokens."""
+    generates exactly that many tokens. Starts from an empty prefix cache: the rollout before it
+    left every one of these prompts cached, which would spare the replay all its prefill work."""
+    engine.llm.reset_prefix_cache()
     tokens, t0 = 0, time.perf_counter()
     for batch in batches:
         params = []

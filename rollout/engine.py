@@ -91,8 +91,7 @@ class Engine:
         self._inbox: queue.Queue = queue.Queue()
         self._ids = itertools.count()
         self._waiting: dict[str, tuple] = {}
-        self._busy_s = 0.0
-        self._t0 = time.perf_counter()
+        self.reset_stats()
         self._closed = False
         self._dead: EngineDead | None = None
         self._thread = threading.Thread(target=self._run, name="engine-step", daemon=True)
@@ -120,10 +119,11 @@ class Engine:
     def stats(self) -> dict:
         wall = time.perf_counter() - self._t0
         return {"busy_s": self._busy_s, "wall_s": wall, "busy_fraction": self._busy_s / wall if wall else 0.0,
+                "steps": self._steps, "mean_running": self._running / self._steps if self._steps else 0.0,
                 "version": self.version}
 
     def reset_stats(self) -> None:
-        self._busy_s, self._t0 = 0.0, time.perf_counter()
+        self._busy_s, self._t0, self._steps, self._running = 0.0, time.perf_counter(), 0, 0
 
     def close(self) -> None:
         self._closed = True
@@ -172,6 +172,8 @@ class Engine:
                 t = time.perf_counter()
                 outputs = engine.step()
                 self._busy_s += time.perf_counter() - t
+                self._steps += 1
+                self._running += len(self._waiting)  # requests in the engine during this step
                 for out in outputs:
                     if out.finished:
                         self._finish(out)
