@@ -15,6 +15,9 @@ One ``train(samples)`` call is one PPO iteration on one rollout batch:
    micro-batches whose gradients accumulate (each loss weighted by its share of the minibatch's
    tokens, so the step sees the token mean of the whole minibatch), then one optimizer step for
    the actor and one for the critic.
+With ``learner.advantage=grpo|rloo`` there is no critic: each episode's advantage comes from the
+other episodes of its problem (set on the whole batch before it is split over workers), and the KL
+to the reference is a k3 loss term instead of a reward penalty.
 """
 
 from __future__ import annotations
