@@ -23,6 +23,24 @@ def load_policy(model_dir: str | Path, dtype: str = "float32") -> nn.Module:
     return AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=DTYPES[dtype])
 
 
+def save_policy_dir(named: list[tuple[str, Tensor]], base_dir: str | Path, out_dir: str | Path) -> str:
+    """A HF model dir at ``out_dir``: ``named`` parameters as safetensors plus the base model's
+    config, generation config, tokenizer and chat template, so that ``from_pretrained``, vLLM and
+    ``proctor eval --model`` load it (tied weights are stored once, as HF does)."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in Path(base_dir).iterdir():
+        if f.is_file() and f.suffix not in (".safetensors", ".bin", ".pt", ".gguf") and f.name != "model.safetensors.index.json":
+            shutil.copy2(f, out / f.name)
+    save_file({n: p.detach().cpu().contiguous() for n, p in named}, str(out / "model.safetensors"),
+              metadata={"format": "pt"})
+    return str(out)
+
+
 class ValueModel(nn.Module):
     """Per-token scalar values: ``value_head(backbone(ids).last_hidden_state)`` -> [B, T]."""
 

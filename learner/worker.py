@@ -45,33 +45,8 @@ from learner.batch import (
     padding_stats,
 )
 from learner.config import LearnerConfig
-from learner.model import ValueModel, action_logprobs, load_policy
-
-
-def _set_dist_env(rank: int, world_size: int, master_addr: str, master_port: int) -> None:
-    # DeepSpeed falls back to MPI discovery unless all five are set.
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR=master_addr,
-                      MASTER_PORT=str(master_port),
-                      LOCAL_RANK="0" if torch.cuda.is_available() else str(rank))
-
-
-def ds_config(cfg: LearnerConfig, lr: float | None, stage: int) -> dict:
-    """DeepSpeed config of one engine (``lr`` None: an inference-only engine, no optimizer)."""
-    conf = {
-        "train_micro_batch_size_per_gpu": 1,
-        "gradient_accumulation_steps": 1,
-        # We decide where the accumulation boundary is (micro-batch counts vary per minibatch).
-        "managed_gradient_accumulation": False,
-        "zero_optimization": {"stage": stage},
-        "bf16": {"enabled": cfg.dtype == "bfloat16"},
-        "steps_per_print": 1 << 30,
-    }
-    if lr is not None:
-        conf["gradient_clipping"] = cfg.grad_clip
-        # torch's AdamW: no JIT-built optimizer op (DeepSpeed's CPU Adam build takes minutes).
-        conf["optimizer"] = {"type": "AdamW", "params": {"lr": lr, "weight_decay": cfg.weight_decay,
-                                                        "betas": [0.9, 0.95], "torch_adam": True}}
-    return conf
+from learner.deepspeed_setup import ds_config, set_dist_env
+from learner.model import ValueModel, action_logprobs, load_policy, save_policy_dir
 
 
 class PPOWorker:
@@ -82,7 +57,7 @@ class PPOWorker:
         if cfg.threads_per_worker:
             torch.set_num_threads(cfg.threads_per_worker)
         if not torch.distributed.is_initialized():
-            _set_dist_env(rank, world_size, master_addr, master_port)
+            set_dist_env(rank, world_size, master_addr, master_port)
         # DeepSpeed JIT-builds C++ ops on first use: build them once into a cache that outlives runs.
         os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(
             os.environ.get("PROCTOR_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "proctor"),
@@ -340,25 +315,11 @@ class PPOWorker:
             return sink(out)
 
     def save_policy(self, out_dir: str | Path) -> str | None:
-        """Write the actor as a HF model dir (safetensors + the base model's config and tokenizer
-        files) that ``from_pretrained``, vLLM and ``proctor eval --model`` load. Every rank must call
+        """Write the actor as a HF model dir (``learner.model.save_policy_dir``). Every rank must call
         it (ZeRO-3 gathers); rank 0 writes and returns the path."""
-        import shutil
-
-        from safetensors.torch import save_file
-
         named = list(self.actor.module.named_parameters())
         with self._whole([p for _, p in named]):
-            if self.rank != 0:
-                return None
-            out = Path(out_dir)
-            out.mkdir(parents=True, exist_ok=True)
-            for f in Path(self.model_dir).iterdir():  # config, generation config, tokenizer, chat template
-                if f.is_file() and f.suffix not in (".safetensors", ".bin", ".pt", ".gguf") and f.name != "model.safetensors.index.json":
-                    shutil.copy2(f, out / f.name)
-            save_file({n: p.detach().cpu().contiguous() for n, p in named}, str(out / "model.safetensors"),
-                      metadata={"format": "pt"})
-            return str(out)
+            return save_policy_dir(named, self.model_dir, out_dir) if self.rank == 0 else None
 
     def state_digest(self) -> dict[str, float]:
         """Sum and sum of squares of actor and critic parameters on this rank (tests compare ranks)."""
