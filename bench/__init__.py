@@ -5,14 +5,13 @@ JSON object (figures and ratios) as its last line."""
 def parse_with_config(ap, argv: list[str]):
     """Adds ``--model`` and ``key=value`` overrides to ``ap``; returns (args, stderr console, config,
     prepared model dir)."""
-    from rich.console import Console
-
     from cluster.config import load_config
     from cluster.model import resolve
+    from cluster.progress import make_console
 
     ap.add_argument("--model", default=None)
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     cfg = load_config(overrides=args.overrides + ([f"model.name={args.model}"] if args.model else []))
     return args, console, cfg, str(resolve(cfg.model.name, log=console.print))

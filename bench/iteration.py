@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from rich.console import Console
+from cluster.progress import make_console
 
 DIFFERENCES = ("proctor: vLLM engine actor for generation, a weight push to it after the update, DeepSpeed "
                "learner in a Ray actor; GRPO run = group-normalised returns + k3 KL loss (beta 0.05), PPO run = "
@@ -129,7 +129,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("overrides", nargs="*", help="key=value for proctor's side (configs/local.yaml)")
     args = ap.parse_args(argv)
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     try:
         import trl  # noqa: F401
     except ImportError:

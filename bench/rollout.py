@@ -19,11 +19,10 @@ import asyncio
 import json
 import time
 
-from rich.console import Console
-
 from cluster.config import load_config
 from cluster.model import resolve
 from cluster.problems import load_problems
+from cluster.progress import make_console
 from rollout.engine import Engine, sampling_params
 from rollout.episode import Conversation, local_judge, run_episode
 from rollout.prompts import first_turn
@@ -39,7 +38,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--model", default=None)
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     cfg = load_config(overrides=args.overrides + ([f"model.name={args.model}"] if args.model else []))
     problems = load_problems("bundled", args.problems)
     engine = Engine(str(resolve(cfg.model.name, log=console.print)), cfg.rollout, seed=cfg.run.seed)

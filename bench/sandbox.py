@@ -21,12 +21,12 @@ import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 import cluster.ray_local  # noqa: F401  (before anything imports ray)
 from cluster.problems.humaneval import convert, humaneval_path
+from cluster.progress import make_console
 from sandbox_pool.judge import DEFAULT_OUTPUT_BYTES, request, selected_tests, test_result
 from sandbox_pool.problem import Problem
 
@@ -118,7 +118,7 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     if args.n < 1 or args.slots < 1 or (args.limit is not None and args.limit < 1):
         ap.error("--n, --slots and --limit must be at least 1")
-    console = Console()
+    console = make_console()
 
     import ray
 

@@ -5,6 +5,7 @@
     proctor model generate [--model M] PROMPT
     proctor train [--config C] [--run-dir D] [--resume RUN_DIR] [key=value ...]
     proctor plot RUN_DIR
+    proctor learn [--config configs/learn-cpu.yaml] [--seeds 0,1] [--report-only] [key=value ...]
     proctor study start|run [--budget-min M] [--arms A,B] [--iterations N] [key=value ...]; proctor study report
     proctor prm label [--config C] [key=value ...]
     proctor prm train [--config C] [key=value ...]
@@ -26,15 +27,16 @@ import sys
 import time
 from pathlib import Path
 
-from rich.console import Console
-
 import cluster.ray_local  # noqa: F401  (sets the bind-to-loopback variables before anything imports ray)
+from cluster import signals
 from cluster.config import ConfigError, dump_config, load_config
+from cluster.fetch import FetchError
 from cluster.model import EMBEDDED, ModelError, resolve
 from cluster.problems import DataError, load_problems, load_solutions
+from cluster.progress import make_console
 from sandbox_pool.bwrap import SandboxUnavailable
 
-console = Console()
+console = make_console()
 
 
 def cmd_data_inspect(args) -> int:
@@ -112,11 +114,21 @@ def cmd_train(args) -> int:
     else:
         cfg = load_config(args.config, args.overrides)
         run_dir = Path(args.run_dir or cfg.run.out_dir)
-    try:
-        train(cfg, run_dir, resume=bool(args.resume), console=console)
-    except KeyboardInterrupt:
-        return 130
+    train(cfg, run_dir, resume=bool(args.resume), console=console)
     return 0
+
+
+def cmd_learn(args) -> int:
+    from cluster import learn
+
+    if args.report_only:
+        try:
+            console.print(f"wrote {learn.write_report(Path(args.out), Path(args.runs), args.seeds)}")
+        except (FileNotFoundError, ValueError) as e:
+            console.print(f"[bold red]error:[/] {e}", highlight=False)
+            return 2
+        return 0
+    return learn.run_learn(args, console)
 
 
 def cmd_study(args) -> int:
@@ -167,7 +179,7 @@ def cmd_sandbox_judge(args) -> int:
     counts = collections.Counter()
     t0 = time.perf_counter()
     with Sandbox(cfg.sandbox.backend, cfg.sandbox.slots) as sandbox, \
-            progress(Console(stderr=True), "judging", len(solutions)) as advance:
+            progress(make_console(stderr=True), "judging", len(solutions)) as advance:
         verdicts = judge_many(sandbox, [(problems[s["id"]], s["code"]) for s in solutions], args.tests,
                               progress=advance, output_bytes=cfg.sandbox.max_output_bytes)
     for s, v in zip(solutions, verdicts):
@@ -181,7 +193,7 @@ def cmd_sandbox_judge(args) -> int:
         out.close()
     summary = (f"judged {len(solutions)} solutions in {time.perf_counter() - t0:.1f} s: "
                f"{counts['pass']} pass, {counts['fail']} fail, {counts['infra_error']} infra_error")
-    Console(stderr=True).print(summary + (f" -> {args.out}" if args.out else ""))
+    make_console(stderr=True).print(summary + (f" -> {args.out}" if args.out else ""))
     return 0
 
 
@@ -293,6 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(p)
     p.set_defaults(fn=cmd_prm_train)
 
+    p = sub.add_parser("learn", help="the learning recipe: base eval, train per seed, trained eval, paired report")
+    from cluster.learn import add_arguments as learn_arguments
+
+    learn_arguments(p)
+    p.set_defaults(fn=cmd_learn)
     study = sub.add_parser("study", help="the ablations trained under a time budget, evaluated, reported").add_subparsers(
         dest="action", required=True)
     from cluster.study import add_arguments
@@ -340,11 +357,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    signals.install()
     try:
         return args.fn(args)
-    except (ConfigError, DataError, ModelError, SandboxUnavailable) as e:
+    except (ConfigError, DataError, ModelError, FetchError, SandboxUnavailable) as e:
         console.print(f"[bold red]error:[/] {e}", highlight=False)
         return 2
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: what was finished is saved by the command
+        return signals.exit_code(e)
 
 
 if __name__ == "__main__":

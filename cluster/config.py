@@ -45,7 +45,6 @@ class RunConfig(BaseModel):
     out_dir: str = "runs/local"
     seed: int = 0
     iterations: int = Field(default=10, ge=1)
-    torch_threads: int = Field(default=1, ge=1)
     ray_address: str | None = Field(default=None, description="None: start a private local Ray")
     problems_per_iteration: int = Field(default=4, ge=1, description="training problems per PPO iteration")
     checkpoint_every: int = Field(default=1, ge=0, description="iterations between checkpoints (0 = only at the end)")

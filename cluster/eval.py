@@ -24,7 +24,7 @@ from rich.table import Table
 from cluster.config import ProctorConfig
 from cluster.model import resolve
 from cluster.problems import load_problems
-from cluster.progress import progress
+from cluster.progress import make_console, progress
 from rollout.engine import Engine
 from rollout.episode import FeedbackBank, local_judge, run_episode
 from rollout.types import SamplingSpec
@@ -41,7 +41,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 def evaluate(cfg: ProctorConfig, dataset: str, out_dir: Path, *, turns: int, samples: int = 1,
              temperature: float = 0.0, top_p: float = 1.0, concurrency: int = 64,
              console: Console | None = None) -> dict:
-    console = console or Console()
+    console = console or make_console()
     out_dir.mkdir(parents=True, exist_ok=True)
     problems = load_problems(dataset, cfg.data.limit, cfg.data.skip)
     console.print(f"[bold]{len(problems)}[/] problems from {dataset}; model {cfg.model.name}; "
@@ -97,7 +97,7 @@ def evaluate(cfg: ProctorConfig, dataset: str, out_dir: Path, *, turns: int, sam
 
 
 async def _rollouts(engine, sandbox, problems, cfg, turns, samples, temperature, top_p, concurrency, console):
-    judge = local_judge(sandbox)
+    judge = local_judge(sandbox, cfg.sandbox.max_output_bytes)
     bank, rng = FeedbackBank(), random.Random(cfg.run.seed)
     gate = asyncio.Semaphore(concurrency)
     episodes: dict[str, list] = {p.id: [None] * samples for p in problems}
@@ -130,7 +130,7 @@ def _episode_row(e) -> dict:
     if isinstance(e, BaseException):
         return {"error": f"{type(e).__name__}: {e}"}
     return {"private_verdict": e.private_verdict, "private_statuses": e.private_statuses,
-            "turns": [{"code": t.code, "valid": t.code is not None, "public_statuses": t.public_statuses,
+            "turns": [{"reply": t.reply, "code": t.code, "valid": t.code is not None, "public_statuses": t.public_statuses,
                        "public_passed": t.public_passed, "feedback": t.feedback, "version": t.version}
                       for t in e.turns]}
 

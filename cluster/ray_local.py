@@ -9,6 +9,8 @@ import os
 import sys
 import tempfile
 
+from cluster import signals
+
 # Makes every Ray component bind 127.0.0.1 instead of the machine's address (measured on ray 2.60).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -26,6 +28,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, tmp_dir: s
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=False)
+        signals.install()
         return ray
     if _IMPORTED_LATE:
         raise RuntimeError("ray was imported before cluster.ray_local: it would bind the machine's address")
@@ -34,4 +37,5 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, tmp_dir: s
     os.environ["RAY_TMPDIR"] = tmp_dir
     ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
              _node_ip_address="127.0.0.1", _temp_dir=tmp_dir, log_to_driver=False)
+    signals.install()  # ray.init's SIGTERM handler would exit without saving anything
     return ray

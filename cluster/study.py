@@ -52,7 +52,7 @@ def _append(path: Path, row: dict) -> None:
         f.write(json.dumps(row) + "\n")
 
 
-def _cli(args: list[str], log: Path) -> tuple[int, float]:
+def run_cli(args: list[str], log: Path) -> tuple[int, float]:
     t0 = time.perf_counter()
     with open(log, "a") as f:
         f.write(f"$ proctor {' '.join(args)}\n")
@@ -61,7 +61,7 @@ def _cli(args: list[str], log: Path) -> tuple[int, float]:
     return rc, time.perf_counter() - t0
 
 
-def _tail(path: Path, n: int = 5) -> str:
+def log_tail(path: Path, n: int = 5) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-n:]) if path.exists() else ""
 
 
@@ -83,11 +83,11 @@ def run_study(a, console: Console) -> int:
         log = runs / "base" / "log.txt"
         log.parent.mkdir(parents=True, exist_ok=True)
         console.print("base: evaluating the untrained model")
-        rc, dt = _cli(_eval_args(a, a.model, runs / "base" / "eval"), log)
+        rc, dt = run_cli(_eval_args(a, a.model, runs / "base" / "eval"), log)
         metrics = runs / "base" / "eval" / "metrics.json"
         _append(results, {"arm": "base", "status": "done" if rc == 0 else "failed", "eval_s": round(dt, 1),
                           "eval": json.loads(metrics.read_text()) if rc == 0 else None,
-                          **({} if rc == 0 else {"error": _tail(log)})})
+                          **({} if rc == 0 else {"error": log_tail(log)})})
     for i, arm in enumerate(arms, 1):
         elapsed = time.time() - t0
         estimate = sum(spent) / len(spent) if spent else 0.0
@@ -107,19 +107,19 @@ def run_study(a, console: Console) -> int:
         if arm in PRM_ARMS and a.prm_model:
             overrides.append(f"reward.prm_model={a.prm_model}")
         console.print(f"arm {i}/{len(arms)} {arm}: training ({run_dir}, log {log})")
-        rc, t_train = _cli(["train", "--config", str(CONFIG_DIR / "ablations" / f"{arm}.yaml"), "--run-dir",
+        rc, t_train = run_cli(["train", "--config", str(CONFIG_DIR / "ablations" / f"{arm}.yaml"), "--run-dir",
                             str(run_dir), *overrides], log)
         row = {"arm": arm, "iterations": a.iterations, "overrides": overrides, "train_s": round(t_train, 1)}
         if rc != 0:
             spent.append(t_train)
-            _append(results, {**row, "status": "failed", "stage": "train", "error": _tail(log)})
+            _append(results, {**row, "status": "failed", "stage": "train", "error": log_tail(log)})
             console.print(f"[red]{arm}: training failed[/] (exit {rc}); see {log}")
             continue
         console.print(f"arm {i}/{len(arms)} {arm}: evaluating its policy")
-        rc, t_eval = _cli(_eval_args(a, str(run_dir / "policy"), run_dir / "eval"), log)
+        rc, t_eval = run_cli(_eval_args(a, str(run_dir / "policy"), run_dir / "eval"), log)
         spent.append(t_train + t_eval)
         if rc != 0:
-            _append(results, {**row, "status": "failed", "stage": "eval", "error": _tail(log)})
+            _append(results, {**row, "status": "failed", "stage": "eval", "error": log_tail(log)})
             console.print(f"[red]{arm}: evaluation failed[/] (exit {rc}); see {log}")
             continue
         if not a.keep_checkpoints:

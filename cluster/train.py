@@ -16,6 +16,7 @@ learner is checkpointed to ``RUN_DIR/checkpoint`` every ``run.checkpoint_every``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
@@ -29,7 +30,7 @@ from cluster.config import ProctorConfig, dump_config
 from cluster.model import resolve
 from cluster.placement import Placement
 from cluster.problems import load_problems
-from cluster.progress import progress
+from cluster.progress import make_console, progress
 from cluster.trajectory import scoreable, to_samples
 from reward.lines import classify, line_shares
 from reward.shaping import dense_rewards, line_stats
@@ -53,6 +54,16 @@ class MetricsLog:
             if isinstance(value, int | float) and key != "iteration":
                 self.tb.add_scalar(key, value, row["iteration"])
         self.tb.flush()
+
+    def truncate(self, iterations: int) -> int:
+        """Keep the rows of the first ``iterations`` (a resume from a checkpoint that an iteration
+        logged after it did not reach); returns how many rows were dropped."""
+        if not self.path.exists():
+            return 0
+        lines = [x for x in self.path.read_text().splitlines() if x.strip()]
+        kept = [x for x in lines if json.loads(x)["iteration"] <= iterations]
+        self.path.write_text("".join(x + "\n" for x in kept))
+        return len(lines) - len(kept)
 
     def close(self) -> None:
         self.tb.close()
@@ -83,6 +94,30 @@ async def rollout(problems: list, generator, judge, tokenizer, cfg: ProctorConfi
             return ep
 
         return list(await asyncio.gather(*(one(i, p) for i, (p, _) in enumerate(jobs))))
+
+
+class BackgroundLoop:
+    """One worker thread running coroutines on its own event loop; ``cancel()`` from the main thread
+    cancels what runs there (a rollout in flight when Ctrl-C or SIGTERM arrives) and joins it."""
+
+    def __init__(self):
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollout")
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def submit(self, make_coro) -> Future:
+        def run():
+            self.loop = asyncio.new_event_loop()
+            try:
+                return self.loop.run_until_complete(make_coro())
+            finally:
+                self.loop.close()
+        return self.pool.submit(run)
+
+    def cancel(self) -> None:
+        loop = self.loop
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nothing left to cancel
+            loop and loop.call_soon_threadsafe(lambda: [t.cancel() for t in asyncio.all_tasks(loop)])
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def eval_due(cfg: ProctorConfig, done: int) -> bool:
@@ -166,7 +201,7 @@ def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: C
     from rollout.engine import EngineGroup
     from sandbox_pool.pool import SandboxPool
 
-    console = console or Console()
+    console = console or make_console()
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(dump_config(cfg))
     problems = load_problems(cfg.data.train, cfg.data.limit, cfg.data.skip)
@@ -183,7 +218,8 @@ def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: C
                       f"{len(placement.engines)} engine bundles reserved")
     engines = EngineGroup(model_dir, cfg.rollout, seed=cfg.run.seed, num_cpus=cfg.run.engine_cpus,
                           num_gpus=cfg.run.engine_gpus, actor_options=placement and placement.engines)
-    pool = SandboxPool(cfg.sandbox.actors, cfg.sandbox.backend, cfg.sandbox.slots)
+    pool = SandboxPool(cfg.sandbox.actors, cfg.sandbox.backend, cfg.sandbox.slots,
+                       output_bytes=cfg.sandbox.max_output_bytes)
     prm = ProcessRewards(cfg, tokenizer) if cfg.reward.prm else None
     learner = LearnerGroup(model_dir, cfg.learner, seed=cfg.run.seed, num_cpus_per_worker=cfg.run.learner_cpus,
                            critic_dir=str(Path(cfg.reward.prm_model).resolve()) if cfg.reward.prm_critic_init else None,
@@ -197,27 +233,29 @@ def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: C
         learner.load(str(ckpt))
         start = json.loads((ckpt / "driver.json").read_text())["iterations_done"]
         engines.load(learner.weights_ref(), version=start)
-        console.print(f"resumed from {ckpt} after iteration {start}")
+        dropped = log.truncate(start)
+        console.print(f"resumed from {ckpt} after iteration {start}"
+                      + (f" ({dropped} metrics rows past it dropped: those iterations run again)" if dropped else ""))
     bank = FeedbackBank()
     heldout = load_problems(cfg.data.eval, cfg.run.eval_problems) if cfg.run.eval_problems else []
     rows: list[dict] = []
-    done, phase, interrupted = start, "rollout", False
+    done, phase, interrupted = start, "rollout", None
 
     def save(done: int) -> None:
         learner.save(str(ckpt))
         (ckpt / "driver.json").write_text(json.dumps({"iterations_done": done}))
 
     def start_rollout(it: int) -> Future:
-        """Iteration ``it``'s episodes, produced on a background thread (its own event loop)."""
-        def run():
+        """Iteration ``it``'s episodes, produced on the background thread."""
+        async def run():
             t = time.perf_counter()
             engines.reset_stats()
-            eps = asyncio.run(rollout(iteration_problems(problems, cfg, it), engines, pool.judge, tokenizer,
-                                      cfg, it, bank, console))
+            eps = await rollout(iteration_problems(problems, cfg, it), engines, pool.judge, tokenizer, cfg, it, bank,
+                                console)
             return eps, time.perf_counter() - t, engines.stats()
-        return threads.submit(run)
+        return background.submit(run)
 
-    threads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollout")
+    background = BackgroundLoop()
     ahead: Future | None = None
     try:
         for it in range(start, cfg.run.iterations):
@@ -231,10 +269,9 @@ def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: C
             kept = scoreable(episodes)
             dense, prm_metrics = prm(kept) if prm else (None, {})
             samples, dropped = to_samples(kept, cfg.reward, dense), len(episodes) - len(kept)
-            samples = samples[: len(samples) - len(samples) % cfg.learner.world_size]
             console.print(f"iteration {it + 1}: learner on {len(samples)} episodes")
             t1, phase = time.perf_counter(), "learn"
-            lm = learner.train(samples) if samples else {}
+            lm = learner.train(samples)
             t2 = time.perf_counter()
             engines.load(learner.weights_ref(), version=it + 1)
             t3, phase, done = time.perf_counter(), "done", it + 1
@@ -260,10 +297,9 @@ def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: C
                           f"{row['iteration_s']:.0f} s")
         if cfg.run.save_policy and done > start:
             console.print(f"policy (HF dir): {learner.save_policy(str(run_dir / 'policy'))}")
-    except KeyboardInterrupt:
-        interrupted = True
-        if ahead is not None:
-            ahead.cancel()
+    except KeyboardInterrupt as e:
+        interrupted = e
+        background.cancel()  # a rollout in flight stops now instead of running to its end
         if phase == "learn":  # the update may be half applied: keep the last checkpoint
             console.print("[yellow]interrupted during a learner update: not saved; the last checkpoint stands[/]")
         else:
@@ -271,7 +307,7 @@ def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: C
             console.print(f"[yellow]interrupted: saved after iteration {done}; continue with "
                           f"proctor train --resume {run_dir}[/]")
     finally:
-        threads.shutdown(wait=True, cancel_futures=True)
+        background.cancel()
         log.close()
         learner.shutdown()
         pool.shutdown()
@@ -287,7 +323,7 @@ def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: C
 
         console.print(f"learning curves: {plot(run_dir)}")
     if interrupted:
-        raise KeyboardInterrupt
+        raise interrupted
     return summary
 
 

@@ -158,6 +158,15 @@ def assign_group_advantages(samples: list[Sample], kind: str) -> None:
         s.advantage = a
 
 
+def informative(samples: list[Sample], tol: float = 1e-9) -> list[Sample]:
+    """The samples whose group (same ``id``) holds episodes of different returns: in grpo / rloo a
+    uniform group's advantages are all 0, so it adds no policy gradient, only compute."""
+    spread: dict[str, list[float]] = {}
+    for s in samples:
+        spread.setdefault(s.id, []).append(episode_return(s))
+    return [s for s in samples if max(spread[s.id]) - min(spread[s.id]) > tol]
+
+
 def bucket_count(lengths: list[int], max_tokens: int) -> int:
     """How many micro-batches length-bucketing needs so that rows x longest <= ``max_tokens`` each
     (a sample longer than the budget gets a micro-batch of its own)."""

@@ -23,6 +23,9 @@ class LearnerConfig(BaseModel):
     advantage: Literal["gae", "grpo", "rloo"] = Field(
         default="gae", description="gae: PPO with a critic (RLEF); grpo / rloo: critic-free, each episode's return "
         "against the other episodes of its problem in the batch (no critic is built; kl_beta weighs a k3 KL loss)")
+    skip_uniform_groups: bool = Field(
+        default=False, description="grpo / rloo: leave out the groups whose episodes all got the same return (their "
+        "advantages are 0: no policy gradient; DAPO's dynamic sampling). Exact when kl_beta is 0")
     whiten_advantages: bool = True
     old_logprobs: Literal["behaviour", "recompute"] = Field(
         default="behaviour", description="ratio denominator: the sampler's logprobs, or the learner's before the update")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import socket
 import time
 
-from learner.batch import Sample, SampleError, assign_group_advantages
+from learner.batch import Sample, SampleError, assign_group_advantages, informative
 from learner.config import LearnerConfig
 
 
@@ -105,12 +105,25 @@ class LearnerGroup:
         return [samples[r::w] for r in range(w)]
 
     def train(self, samples: list[Sample]) -> dict[str, float]:
+        """One update on a rollout batch. Returns the workers' metrics plus what was left out and why:
+        ``skipped_uniform`` (``skip_uniform_groups``) and ``dropped_uneven`` (the last few episodes
+        when the batch does not split evenly over the workers, which must run the same steps)."""
         import ray
 
+        left_out = {"episodes_in": len(samples), "skipped_uniform": 0}
         if self.cfg.advantage != "gae":  # groups (a problem's episodes) span workers: whole batch here
             assign_group_advantages(samples, self.cfg.advantage)
+            if self.cfg.skip_uniform_groups:
+                kept = informative(samples)
+                left_out["skipped_uniform"] = len(samples) - len(kept)
+                samples = kept
+        left_out["dropped_uneven"] = len(samples) % self.cfg.world_size
+        samples = samples[: len(samples) - left_out["dropped_uneven"]]
+        left_out["episodes_trained"] = len(samples)
+        if not samples:
+            return left_out
         shards = self.shard(samples)
-        return ray.get([w.train.remote(s) for w, s in zip(self.workers, shards)])[0]
+        return {**ray.get([w.train.remote(s) for w, s in zip(self.workers, shards)])[0], **left_out}
 
     def weights_ref(self, dtype: str | None = None):
         """Reference to the actor's full weights in the object store (one copy, made on rank 0)."""

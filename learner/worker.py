@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import shutil
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -349,6 +350,14 @@ class PPOWorker:
                "shuffle": self.gen.get_state()}
         (path / "rng").mkdir(parents=True, exist_ok=True)
         torch.save(rng, path / "rng" / f"{tag}_rank{self.rank}.pt")
+        torch.distributed.barrier()
+        if self.rank == 0:  # only the newest checkpoint is kept (each holds weights + optimizer: GBs)
+            for old in [*path.glob("actor/step*"), *path.glob("critic/step*")]:
+                if old.name != tag:
+                    shutil.rmtree(old, ignore_errors=True)
+            for old in path.glob("rng/step*_rank*.pt"):
+                if not old.name.startswith(f"{tag}_"):
+                    old.unlink(missing_ok=True)
         return tag
 
     def load(self, path: str | Path, tag: str | None = None) -> None:

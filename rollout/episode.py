@@ -22,7 +22,7 @@ from rollout.code import extract_code
 from rollout.prompts import first_turn
 from rollout.types import Episode, Generation, Generator, SamplingSpec, Turn
 from sandbox_pool.feedback import RETRY, feedback_text
-from sandbox_pool.judge import Verdict
+from sandbox_pool.judge import DEFAULT_OUTPUT_BYTES, Verdict
 from sandbox_pool.judge import judge as judge_in_sandbox
 from sandbox_pool.problem import Problem
 from sandbox_pool.runner import Sandbox
@@ -34,10 +34,10 @@ _SENTINEL = "PROCTOR_SENTINEL_a9f3"
 DEFAULT_SPEC = SamplingSpec()
 
 
-def local_judge(sandbox: Sandbox) -> JudgeFn:
+def local_judge(sandbox: Sandbox, output_bytes: int = DEFAULT_OUTPUT_BYTES) -> JudgeFn:
     """A JudgeFn over an in-process Sandbox (its blocking judge runs in a worker thread)."""
     async def run(problem: Problem, code: str, which: str) -> Verdict:
-        return await asyncio.to_thread(judge_in_sandbox, sandbox, problem, code, which)
+        return await asyncio.to_thread(judge_in_sandbox, sandbox, problem, code, which, output_bytes)
     return run
 
 

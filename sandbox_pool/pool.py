@@ -57,8 +57,9 @@ class SandboxPool:
     """
 
     def __init__(self, actors: int = 1, backend: Backend = "auto", slots: int = 2, *,
-                 max_inflight: int | None = None, timeout_s: float = 120.0, retries: int = 2):
-        self.backend, self.slots = backend, slots
+                 max_inflight: int | None = None, timeout_s: float = 120.0, retries: int = 2,
+                 output_bytes: int = DEFAULT_OUTPUT_BYTES):
+        self.backend, self.slots, self.output_bytes = backend, slots, output_bytes
         self.actors = [self._spawn() for _ in range(actors)]
         self.max_inflight = max_inflight or 4 * actors * slots
         self.timeout_s, self.retries = timeout_s, retries
@@ -80,7 +81,9 @@ class SandboxPool:
                 self.replaced += 1
 
     async def judge(self, problem: Problem, code: str, which: Which = "all",
-                    output_bytes: int = DEFAULT_OUTPUT_BYTES) -> Verdict:
+                    output_bytes: int | None = None) -> Verdict:
+        """``output_bytes``: the stdout/stderr cap of each run (default: the pool's)."""
+        output_bytes = output_bytes or self.output_bytes
         loop = asyncio.get_running_loop()
         sem = self._sems.get(loop)
         if sem is None:

@@ -44,7 +44,7 @@ def test_cli_judge_bad_solution_row_names_it(tmp_path, capsys):
     solutions = tmp_path / "s.jsonl"
     solutions.write_text(json.dumps({"id": "add", "code": "x"}) + "\n" + json.dumps({"id": "mul", "code": "y"}) + "\n")
     assert main(["sandbox", "judge", "--problems", str(problems), "--solutions", str(solutions)]) == 2
-    assert "s.jsonl line 2 (id 'mul'): field id: no problem with id 'mul'" in capsys.readouterr().out.replace("\n", "")
+    assert "s.jsonl line 2 (id 'mul'): field id: no problem with id 'mul'" in capsys.readouterr().out
 
 
 def _free_port() -> int:

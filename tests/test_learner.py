@@ -122,6 +122,8 @@ def test_resume_continues_bit_for_bit(ray_local, v16_model_dir, tmp_path, stage,
         metrics = resumed.train(b)
     got = weights(ray, resumed)
     assert resumed.state_digests()[0] == expected_digest  # critic too
+    resumed.save(str(tmp_path / "ckpt"))  # a newer checkpoint replaces the older one (GBs each)
+    assert sorted(p.name for p in (tmp_path / "ckpt").glob("*/step*")) == [f"step{3 * 2 * 2}"] * (1 + (advantage == "gae"))
     resumed.shutdown()
     assert metrics["steps"] == 3 * 2 * 2
     assert set(got) == set(expected)

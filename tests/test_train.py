@@ -50,32 +50,59 @@ def test_plot_names_the_missing_or_bad_file(tmp_path):
         plot(tmp_path)
 
 
+def _ignore_sigint():
+    """How ``cmd &`` in a non-interactive shell starts a process: SIGINT ignored (inherited)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# (signal, the output line after which it is sent, exit code, iterations saved, message)
+INTERRUPTS = {
+    "sigint-between-iterations": ("SIGINT", "iteration 1: reward", 130, 1, "interrupted: saved after iteration 1"),
+    "sigterm-during-update": ("SIGTERM", "iteration 2: learner on", 143, 1,
+                              "interrupted during a learner update: not saved; the last checkpoint stands"),
+    "sigterm-during-rollout": ("SIGTERM", "iteration 2: rollout", 143, 1, "interrupted: saved after iteration 1"),
+}
+
+
 @pytest.mark.slow
-def test_ctrl_c_saves_and_exits_cleanly(tiny_model_dir, tmp_path):
-    """SIGINT between learner updates: checkpoint of the finished iterations, exit code 130."""
+@pytest.mark.parametrize("case", list(INTERRUPTS))
+def test_interrupt_saves_finished_iterations_and_leaves_no_process(tiny_model_dir, tmp_path, case):
+    """SIGINT / SIGTERM at several points of a run started with SIGINT ignored (as ``&`` does): the
+    finished iterations are saved (or the last checkpoint kept when an update was cut), the exit code
+    is 130 / 143, and no process the run started is left."""
     import signal
     import subprocess
     import sys
     import time
 
+    import psutil
+
+    sig, after, code, saved, message = INTERRUPTS[case]
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "cluster.cli", "train", "--config", str(ROOT / "configs" / "tiny.yaml"),
-           "--run-dir", str(run), f"model.name={tiny_model_dir}", "run.iterations=3", "run.checkpoint_every=0",
+           "--run-dir", str(run), f"model.name={tiny_model_dir}", "run.iterations=3", "run.checkpoint_every=1",
            "rollout.max_new_tokens=256"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    seen = []
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=_ignore_sigint)
+    seen, family = [], []
     deadline = time.time() + 600
     for line in proc.stdout:
         seen.append(line)
-        if line.startswith("iteration 1: reward"):  # iteration 2's rollout starts now
-            proc.send_signal(signal.SIGINT)
+        if line.startswith(after):
+            family = psutil.Process(proc.pid).children(recursive=True)
+            proc.send_signal(getattr(signal, sig))
             break
         assert time.time() < deadline, "".join(seen[-20:])
     out = proc.communicate(timeout=300)[0]
-    assert proc.returncode == 130, "".join(seen[-20:]) + out[-3000:]
-    assert "interrupted: saved after iteration 1" in out
-    assert json.loads((run / "checkpoint" / "driver.json").read_text()) == {"iterations_done": 1}
-    assert [r["iteration"] for r in read_metrics(run)] == [1]
+    assert proc.returncode == code, "".join(seen[-20:]) + out[-3000:]
+    assert message in out
+    assert json.loads((run / "checkpoint" / "driver.json").read_text()) == {"iterations_done": saved}
+    assert [r["iteration"] for r in read_metrics(run)] == list(range(1, saved + 1))
+    assert family, "the run had started no process (Ray, engine) by then"
+    _, alive = psutil.wait_procs(family, timeout=30)
+    assert not alive, [(p.pid, p.cmdline()[:3]) for p in alive]
 
 
 def _actor_weights(run):
@@ -147,3 +174,17 @@ def test_one_step_off_rollouts_run_one_version_behind(ray_local, tiny_model_dir,
     # iteration 1 rolls out on the initial weights; each later one on the weights before the last update
     assert [r["policy_lag"] for r in rows] == [0.0, 1.0, 1.0]
     assert all(r["learner/steps"] >= 1 for r in rows) and rows[2]["eval/problems"] == 2
+
+
+def test_metrics_log_truncates_to_the_checkpoint(tmp_path):
+    """A driver killed between logging iteration N and checkpointing it resumes after N - 1: row N
+    goes, so the rerun of N is not logged twice."""
+    from cluster.train import MetricsLog
+
+    log = MetricsLog(tmp_path)
+    for i in (1, 2, 3):
+        log.write({"iteration": i, "reward_mean": float(i)})
+    assert log.truncate(2) == 1
+    log.write({"iteration": 3, "reward_mean": 9.0})
+    log.close()
+    assert [(r["iteration"], r["reward_mean"]) for r in read_metrics(tmp_path)] == [(1, 1.0), (2, 2.0), (3, 9.0)]

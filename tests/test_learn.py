@@ -1,0 +1,77 @@
+"""The learning recipe's statistics and report (on synthetic evaluations), and dynamic sampling."""
+
+import json
+
+import pytest
+
+from cluster.learn import mcnemar_exact, paired, write_report
+from learner.batch import Sample, informative
+
+
+def test_mcnemar_exact_by_hand():
+    assert mcnemar_exact(6, 0) == pytest.approx(2 / 64)         # 6 gained, none lost: p = 0.031
+    assert mcnemar_exact(5, 0) == pytest.approx(2 / 32)         # 5 vs 0 is not significant
+    assert mcnemar_exact(3, 1) == pytest.approx(2 * 5 / 16)     # (C(4,0) + C(4,1)) / 2^4, two-sided
+    assert mcnemar_exact(1, 3) == mcnemar_exact(3, 1)
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(10, 10) == 1.0
+
+
+def test_paired_counts_gains_and_losses_and_refuses_other_problems():
+    base = {"a": True, "b": False, "c": False, "d": True}
+    trained = {"a": True, "b": True, "c": True, "d": False}
+    p = paired(base, trained)
+    assert (p["base"], p["trained"], p["gained"], p["lost"]) == (2, 3, ["b", "c"], ["d"])
+    assert p["p_value"] == pytest.approx(mcnemar_exact(2, 1))
+    with pytest.raises(ValueError, match="same problems"):
+        paired(base, {"a": True})
+
+
+def _eval_dir(path, solved: dict[str, tuple[bool, bool]], invalid=0, recovered=0):
+    """An evaluation's files as proctor eval writes them: id -> (first turn solved, rollout solved)."""
+    path.mkdir(parents=True)
+    rows = [{"id": k, "solved": int(s), "rollouts": 1, "first_turn_solved": int(f),
+             "episodes": [{"turns": [{"reply": f"reply to {k} in {path.parent.name}", "code": None}]}]}
+            for k, (f, s) in solved.items()]
+    (path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (path / "metrics.json").write_text(json.dumps({"model": "m", "dataset": "humaneval", "problems": len(rows),
+                                                   "max_turns": 3, "invalid_turns": invalid,
+                                                   "recovered_by_feedback": recovered}))
+
+
+def test_report_pairs_each_seed_with_the_base(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "report"
+    ids = [f"p{i}" for i in range(20)]
+    _eval_dir(runs / "base" / "eval", {k: (i < 5, i < 5) for i, k in enumerate(ids)}, invalid=7)
+    _eval_dir(runs / "seed0" / "eval", {k: (i < 11, i < 12) for i, k in enumerate(ids)}, recovered=1)  # +6 / +7
+    _eval_dir(runs / "seed1" / "eval", {k: (0 < i < 5, 0 < i < 6) for i, k in enumerate(ids)})     # -1 / +0
+    (runs / "seed0" / "metrics.jsonl").write_text(json.dumps({"iteration": 1, "reward_mean": -0.5}) + "\n")
+    (runs / "seed0" / "wall.json").write_text(json.dumps({"train_s": 1800, "eval_s": 600}))
+    report = write_report(out, runs, [0, 1, 2])  # seed 2 has not finished: left out
+    res = json.loads((out / "results.json").read_text())
+    assert res["seeds"] == [0, 1]
+    assert (res["base_pass1"], res["trained_pass1"], res["base_1at3"], res["trained_1at3"]) == (5, [11, 4], 5, [12, 5])
+    assert res["p_value"] == pytest.approx([mcnemar_exact(6, 0), mcnemar_exact(0, 1)])
+    assert res["gained"][0] == [f"p{i}" for i in range(5, 11)] and res["lost"][1] == ["p0"]
+    assert res["wall_minutes"][0] == 40.0
+    rows = [json.loads(x) for x in (out / "per_problem.jsonl").read_text().splitlines()]
+    assert len(rows) == 40 and rows[5] == {"seed": 0, "id": "p5", "base_pass1": False, "trained_pass1": True,
+                                           "base_1at3": False, "trained_1at3": True}
+    text = report.read_text()
+    assert "| seed 0 | 11/20 | 0.0312 | 12/20 |" in text and "reply to p5 in seed0" in text
+    assert (out / "training.png").stat().st_size > 0 and (out / "heldout.png").stat().st_size > 0
+
+
+def test_report_without_a_base_evaluation_says_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match="base evaluation has not finished"):
+        write_report(tmp_path / "r", tmp_path / "runs", [0])
+
+
+def _sample(pid, reward):
+    return Sample(token_ids=[1, 2, 3], action_mask=[0, 1, 1], logprobs=[0.0, -1.0, -1.0], turn_ends=[2],
+                  turn_spans=[(1, 3)], turn_rewards=[reward], id=pid)
+
+
+def test_informative_leaves_out_groups_whose_returns_are_all_equal():
+    samples = [_sample("a", 1.0), _sample("a", 1.0), _sample("b", -1.0), _sample("b", 1.0), _sample("c", -1.2)]
+    assert [(s.id, s.turn_rewards[0]) for s in informative(samples)] == [("b", -1.0), ("b", 1.0)]
