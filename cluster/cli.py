@@ -102,7 +102,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from cluster.train import train
+    from cluster.train import LearnerLost, train
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -114,7 +114,11 @@ def cmd_train(args) -> int:
     else:
         cfg = load_config(args.config, args.overrides)
         run_dir = Path(args.run_dir or cfg.run.out_dir)
-    train(cfg, run_dir, resume=bool(args.resume), console=console)
+    try:
+        train(cfg, run_dir, resume=bool(args.resume), console=console)
+    except LearnerLost as e:
+        console.print(f"[bold red]error:[/] {e}", highlight=False)
+        return 1
     return 0
 
 

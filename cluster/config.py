@@ -48,6 +48,8 @@ class RunConfig(BaseModel):
     ray_address: str | None = Field(default=None, description="None: start a private local Ray")
     problems_per_iteration: int = Field(default=4, ge=1, description="training problems per PPO iteration")
     checkpoint_every: int = Field(default=1, ge=0, description="iterations between checkpoints (0 = only at the end)")
+    max_restarts: int = Field(default=2, ge=0, description="times a dead learner worker is replaced (the learner "
+                              "rebuilt from the last checkpoint, the iterations after it run again); 0 = stop")
     save_policy: bool = Field(default=False, description="write the final actor as a HF model dir to RUN_DIR/policy "
                               "(for proctor eval --model, transformers, vLLM)")
     learner_cpus: float = Field(default=1.0, gt=0, description="Ray CPUs reserved per learner worker")

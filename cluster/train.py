@@ -96,6 +96,16 @@ async def rollout(problems: list, generator, judge, tokenizer, cfg: ProctorConfi
         return list(await asyncio.gather(*(one(i, p) for i, (p, _) in enumerate(jobs))))
 
 
+class LearnerLost(RuntimeError):
+    """A learner worker died and ``run.max_restarts`` is used up; the last checkpoint stands."""
+
+
+def _worker_lost() -> tuple[type[BaseException], ...]:
+    import ray
+
+    return (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ray.exceptions.OutOfMemoryError)
+
+
 class BackgroundLoop:
     """One worker thread running coroutines on its own event loop; ``cancel()`` from the main thread
     cancels what runs there (a rollout in flight when Ctrl-C or SIGTERM arrives) and joins it."""
@@ -221,10 +231,14 @@ def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: C
     pool = SandboxPool(cfg.sandbox.actors, cfg.sandbox.backend, cfg.sandbox.slots,
                        output_bytes=cfg.sandbox.max_output_bytes)
     prm = ProcessRewards(cfg, tokenizer) if cfg.reward.prm else None
-    learner = LearnerGroup(model_dir, cfg.learner, seed=cfg.run.seed, num_cpus_per_worker=cfg.run.learner_cpus,
-                           critic_dir=str(Path(cfg.reward.prm_model).resolve()) if cfg.reward.prm_critic_init else None,
-                           num_gpus_per_worker=cfg.run.learner_gpus, actor_options=placement and placement.learner,
-                           pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
+
+    def build_learner() -> LearnerGroup:
+        return LearnerGroup(model_dir, cfg.learner, seed=cfg.run.seed, num_cpus_per_worker=cfg.run.learner_cpus,
+                            critic_dir=str(Path(cfg.reward.prm_model).resolve()) if cfg.reward.prm_critic_init else None,
+                            num_gpus_per_worker=cfg.run.learner_gpus, actor_options=placement and placement.learner,
+                            pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
+
+    learner = build_learner()
     engines.wait_ready()
     log = MetricsLog(run_dir)
     ckpt = run_dir / "checkpoint"
@@ -233,9 +247,11 @@ def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: C
         learner.load(str(ckpt))
         start = json.loads((ckpt / "driver.json").read_text())["iterations_done"]
         engines.load(learner.weights_ref(), version=start)
-        dropped = log.truncate(start)
-        console.print(f"resumed from {ckpt} after iteration {start}"
-                      + (f" ({dropped} metrics rows past it dropped: those iterations run again)" if dropped else ""))
+        console.print(f"resumed from {ckpt} after iteration {start}")
+    # Rows past the checkpoint (a run killed between logging and saving) or of an earlier run in
+    # this dir are dropped: those iterations run (again) now.
+    if dropped := log.truncate(start):
+        console.print(f"{run_dir / 'metrics.jsonl'}: {dropped} rows past iteration {start} dropped")
     bank = FeedbackBank()
     heldout = load_problems(cfg.data.eval, cfg.run.eval_problems) if cfg.run.eval_problems else []
     rows: list[dict] = []
@@ -257,8 +273,10 @@ def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: C
 
     background = BackgroundLoop()
     ahead: Future | None = None
+    restarts, it = 0, start
+    WORKER_LOST = _worker_lost()
     try:
-        for it in range(start, cfg.run.iterations):
+        while it < cfg.run.iterations:
             t0, phase = time.perf_counter(), "rollout"
             # Synchronous: roll out now with the newest weights. One-step-off: this iteration's
             # episodes were started during the previous update (one version behind).
@@ -271,7 +289,29 @@ def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: C
             samples, dropped = to_samples(kept, cfg.reward, dense), len(episodes) - len(kept)
             console.print(f"iteration {it + 1}: learner on {len(samples)} episodes")
             t1, phase = time.perf_counter(), "learn"
-            lm = learner.train(samples)
+            try:
+                lm = learner.train(samples)
+            except WORKER_LOST as e:
+                if restarts >= cfg.run.max_restarts:
+                    raise LearnerLost(f"a learner worker died during iteration {it + 1} ({type(e).__name__}); "
+                                      f"run.max_restarts={cfg.run.max_restarts} used up. The last checkpoint "
+                                      f"stands: proctor train --resume {run_dir}") from None
+                restarts += 1
+                if ahead is not None:
+                    background.cancel()
+                    background, ahead = BackgroundLoop(), None
+                learner.shutdown()
+                learner = build_learner()
+                it = json.loads((ckpt / "driver.json").read_text())["iterations_done"] if (ckpt / "driver.json").exists() else 0
+                if it:
+                    learner.load(str(ckpt))
+                engines.load(learner.weights_ref(), version=it)
+                log.truncate(it)
+                rows = [r for r in rows if r["iteration"] <= it]
+                console.print(f"[yellow]a learner worker died ({type(e).__name__}): learner rebuilt from "
+                              f"{'the checkpoint after iteration ' + str(it) if it else 'the initial weights'} "
+                              f"(restart {restarts} of {cfg.run.max_restarts}); going on from iteration {it + 1}[/]")
+                continue
             t2 = time.perf_counter()
             engines.load(learner.weights_ref(), version=it + 1)
             t3, phase, done = time.perf_counter(), "done", it + 1
@@ -283,6 +323,7 @@ def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: C
                    "rollout_tokens_per_s": sum(sum(e.action_mask) for e in episodes) / t_roll,
                    "engine_busy_fraction": sum(b["busy_s"] for b in busy) / max(sum(b["wall_s"] for b in busy), 1e-9),
                    "engines_replaced": engines.replaced, "sandboxes_replaced": pool.replaced,
+                   "learner_restarts": restarts,
                    **{f"learner/{k}": v for k, v in lm.items() if k != "iteration"}}
             if eval_due(cfg, done):
                 evals = asyncio.run(rollout(heldout, engines, pool.judge, tokenizer, cfg, it, FeedbackBank(), console,
@@ -295,6 +336,7 @@ def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: C
                 save(done)
             console.print(f"iteration {done}: reward {row['reward_mean']:+.3f}, solved {row['solve_rate']:.2f}, "
                           f"{row['iteration_s']:.0f} s")
+            it += 1
         if cfg.run.save_policy and done > start:
             console.print(f"policy (HF dir): {learner.save_policy(str(run_dir / 'policy'))}")
     except KeyboardInterrupt as e:

@@ -39,5 +39,7 @@ class LearnerConfig(BaseModel):
     dtype: Literal["float32", "bfloat16"] = "float32"
     push_dtype: Literal["same", "bfloat16"] = Field(default="same", description="dtype of the weights sent to engines")
     gradient_checkpointing: bool = False
+    freeze: list[str] = Field(default_factory=list, description="parameters whose name contains one of these are "
+                              "not trained (e.g. [embed_tokens, lm_head]: no optimizer state for the vocabulary matrices)")
     shm_comm: bool = Field(default=True, description="DeepSpeed's shared-memory allreduce on CPU (JIT-built once)")
     threads_per_worker: int | None = Field(default=None, ge=1, description="torch threads per learner worker")

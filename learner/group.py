@@ -66,6 +66,9 @@ def learner_actor_class():
         def steps(self) -> int:
             return self.worker.steps
 
+        def has_reference(self) -> bool:
+            return self.worker.ref is not None
+
     return LearnerActor
 
 

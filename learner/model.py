@@ -23,6 +23,24 @@ def load_policy(model_dir: str | Path, dtype: str = "float32") -> nn.Module:
     return AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=DTYPES[dtype])
 
 
+def freeze(model: nn.Module, patterns: list[str], strict: bool = True) -> int:
+    """Stop training the parameters whose name contains one of ``patterns`` (``learner.freeze``);
+    returns how many tensors were frozen. A pattern that matches nothing is an error naming the
+    model's modules, so a typo never silently trains everything."""
+    names = [n for n, _ in model.named_parameters()]
+    for pat in patterns if strict else ():
+        if not any(pat in n for n in names):
+            modules = sorted({".".join(p for p in n.split(".")[:-1] if not p.isdigit()) for n in names})
+            raise ValueError(f"learner.freeze: {pat!r} matches no parameter of {type(model).__name__}; "
+                             f"its modules: {', '.join(modules)}")
+    frozen = 0
+    for n, p in model.named_parameters():
+        if any(pat in n for pat in patterns):
+            p.requires_grad_(False)
+            frozen += 1
+    return frozen
+
+
 def save_policy_dir(named: list[tuple[str, Tensor]], base_dir: str | Path, out_dir: str | Path) -> str:
     """A HF model dir at ``out_dir``: ``named`` parameters as safetensors plus the base model's
     config, generation config, tokenizer and chat template, so that ``from_pretrained``, vLLM and

@@ -47,7 +47,7 @@ from learner.batch import (
 )
 from learner.config import LearnerConfig
 from learner.deepspeed_setup import ds_config, set_dist_env
-from learner.model import ValueModel, action_logprobs, load_policy, save_policy_dir
+from learner.model import ValueModel, action_logprobs, freeze, load_policy, save_policy_dir
 
 
 class PPOWorker:
@@ -101,10 +101,16 @@ class PPOWorker:
         self.pad_id = pad_id if pad_id is not None else (policy.config.pad_token_id or policy.config.eos_token_id or 0)
         if isinstance(self.pad_id, list):
             self.pad_id = self.pad_id[0]
+        freeze(policy, cfg.freeze)
+        if critic is not None:  # the critic has no lm_head: only the patterns it has
+            freeze(critic, cfg.freeze, strict=False)
         self.actor = engine(policy, cfg.lr, cfg.zero_stage)
         self.critic = engine(critic, cfg.critic_lr or cfg.lr, cfg.zero_stage) if critic is not None else None
-        self.ref = engine(load_policy(model_dir, cfg.dtype), None, 3 if cfg.zero_stage == 3 else 0)
-        self.ref.eval()
+        # The reference only serves the KL term: with kl_beta 0 it is never built (a whole model of memory).
+        self.ref = None if cfg.kl_beta == 0 else engine(load_policy(model_dir, cfg.dtype), None,
+                                                        3 if cfg.zero_stage == 3 else 0)
+        if self.ref is not None:
+            self.ref.eval()
         self.steps = 0        # optimizer steps
         self.iterations = 0   # train() calls
 

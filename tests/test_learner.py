@@ -199,3 +199,37 @@ def test_bfloat16_training_and_bfloat16_push(ray_local, v16_model_dir):
     emb = tensors["model.embed_tokens.weight"]
     assert emb.dtype == torch.bfloat16 and tensors["lm_head.weight"] is emb
     assert torch.isfinite(emb.float()).all() and 0.001 < emb.float().abs().mean() < 1
+
+
+@pytest.mark.slow
+def test_frozen_parameters_stay_put_and_grpo_without_kl_builds_no_reference(ray_local, v16_model_dir):
+    """learner.freeze=[embed_tokens] in bf16 grpo with kl_beta 0 (the CPU recipe's layout): the embedding
+    is pushed unchanged, every block weight moves, and no reference model is built."""
+    from learner.group import LearnerGroup
+
+    ray = ray_local
+    before = {k: v.numpy() for k, v in hf_with(v16_model_dir, None).state_dict().items()}
+    cfg = LearnerConfig(lr=1e-2, warmup_steps=0, minibatch_size=8, zero_stage=0, dtype="bfloat16", advantage="grpo",
+                        kl_beta=0.0, freeze=["embed_tokens"], skip_uniform_groups=True)
+    group = LearnerGroup(str(v16_model_dir), cfg, seed=0, num_cpus_per_worker=0.5)
+    assert ray.get(group.workers[0].has_reference.remote()) is False
+    metrics = group.train(sample(hf_with(v16_model_dir, None), 8, seed=0))
+    after = ray.get(group.weights_ref())
+    group.shutdown()
+    assert metrics["episodes_trained"] + metrics["skipped_uniform"] == 8 and metrics["episodes_trained"] > 0
+    emb = "model.embed_tokens.weight"
+    assert np.array_equal(np.asarray(after[emb]).view(np.uint16),
+                          torch.from_numpy(before[emb]).to(torch.bfloat16).view(torch.uint16).numpy())
+    moved = [k for k in after if k != emb and not np.allclose(
+        torch.from_numpy(np.asarray(after[k]).view(np.int16)).view(torch.bfloat16).float().numpy(), before[k], atol=1e-3)]
+    assert len(moved) == len(after) - 1
+
+
+def test_freeze_pattern_that_matches_nothing_names_the_modules(v16_model_dir):
+    from learner.model import freeze
+
+    model = hf_with(v16_model_dir, None)
+    with pytest.raises(ValueError, match=r"'embeddings' matches no parameter of LlamaForCausalLM; its modules: "
+                                         r".*model\.embed_tokens.*model\.layers\.self_attn\.q_proj"):
+        freeze(model, ["embeddings"])
+    assert freeze(model, ["embed_tokens"]) == 1 and not model.model.embed_tokens.weight.requires_grad

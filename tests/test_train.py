@@ -188,3 +188,37 @@ def test_metrics_log_truncates_to_the_checkpoint(tmp_path):
     log.write({"iteration": 3, "reward_mean": 9.0})
     log.close()
     assert [(r["iteration"], r["reward_mean"]) for r in read_metrics(tmp_path)] == [(1, 1.0), (2, 2.0), (3, 9.0)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("max_restarts", [1, 0])
+def test_a_learner_worker_killed_mid_update(ray_local, tiny_model_dir, tmp_path, monkeypatch, max_restarts):
+    """Iteration 2's update loses its worker (killed through Ray). With a restart left, the learner is
+    rebuilt from the checkpoint after iteration 1 and the run ends complete; without, the run stops
+    with a message naming the resume command, the checkpoint of iteration 1 intact."""
+    from cluster.train import LearnerLost, train
+    from learner.group import LearnerGroup
+
+    real, calls = LearnerGroup.train, []
+
+    def train_then_lose_a_worker(self, samples):
+        calls.append(len(samples))
+        if len(calls) == 2:
+            ray_local.kill(self.workers[0])
+        return real(self, samples)
+
+    monkeypatch.setattr(LearnerGroup, "train", train_then_lose_a_worker)
+    run = tmp_path / "run"
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", [f"model.name={tiny_model_dir}", "run.iterations=3",
+                                                        f"run.max_restarts={max_restarts}"])
+    if max_restarts == 0:
+        with pytest.raises(LearnerLost, match=r"died during iteration 2 .*proctor train --resume"):
+            train(cfg, run)
+        assert json.loads((run / "checkpoint" / "driver.json").read_text()) == {"iterations_done": 1}
+        assert [r["iteration"] for r in read_metrics(run)] == [1]
+        return
+    train(cfg, run)
+    rows = read_metrics(run)
+    assert [r["iteration"] for r in rows] == [1, 2, 3] and len(calls) == 4  # iteration 2 ran twice
+    assert [r["learner_restarts"] for r in rows] == [0, 1, 1]
+    assert json.loads((run / "checkpoint" / "driver.json").read_text()) == {"iterations_done": 3}
