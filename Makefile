@@ -1,7 +1,8 @@
 # `make run`: set up, prepare the embedded model, train it with RLEF (`proctor train`, configs/local.yaml;
 # pass overrides with ARGS="run.iterations=10"). `make eval`: RLEF evaluation on HumanEval (3 turns).
+# `make learn`: the CPU learning recipe (proctor learn, configs/learn-cpu.yaml).
 # `make test`: set up, then lint and run the test suite.
-.PHONY: setup run eval test lint
+.PHONY: setup run eval learn test lint
 
 setup:
 	@bash scripts/setup.sh
@@ -13,6 +14,9 @@ run: setup
 eval: setup
 	.venv/bin/proctor model prepare
 	.venv/bin/proctor eval --dataset humaneval --turns 3 $(ARGS)
+
+learn: setup
+	.venv/bin/proctor learn $(ARGS)
 
 lint: setup
 	.venv/bin/ruff check .

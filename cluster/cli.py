@@ -122,16 +122,21 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _redraw(write) -> int:
+    """Redraw a report from finished results; missing or bad inputs are one error line (exit 2)."""
+    try:
+        console.print(f"wrote {write()}")
+    except (FileNotFoundError, ValueError) as e:
+        console.print(f"[bold red]error:[/] {e}", highlight=False)
+        return 2
+    return 0
+
+
 def cmd_learn(args) -> int:
     from cluster import learn
 
     if args.report_only:
-        try:
-            console.print(f"wrote {learn.write_report(Path(args.out), Path(args.runs), args.seeds)}")
-        except (FileNotFoundError, ValueError) as e:
-            console.print(f"[bold red]error:[/] {e}", highlight=False)
-            return 2
-        return 0
+        return _redraw(lambda: learn.write_report(Path(args.out), Path(args.runs), args.seeds))
     return learn.run_learn(args, console)
 
 
@@ -139,12 +144,7 @@ def cmd_study(args) -> int:
     from cluster import study
 
     if args.action == "report":
-        try:
-            console.print(f"wrote {study.write_report(Path(args.out), Path(args.runs))}")
-        except (FileNotFoundError, ValueError) as e:
-            console.print(f"[bold red]error:[/] {e}", highlight=False)
-            return 2
-        return 0
+        return _redraw(lambda: study.write_report(Path(args.out), Path(args.runs)))
     problem = study.check(args)
     if problem:
         console.print(f"[bold red]error:[/] {problem}", highlight=False)

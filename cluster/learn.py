@@ -92,7 +92,7 @@ def run_learn(a, console: Console) -> int:
             _add_wall(run_dir, time.perf_counter() - t0)
         console.print(f"{name}: evaluating on {cfg.data.eval} and {cfg.data.train}[:{slice_n}]")
         t0 = time.perf_counter()
-        for dataset, sub, limit in [(cfg.data.eval, "eval", None), (cfg.data.train, "eval-train-slice", slice_n)]:
+        for dataset, sub, limit in [(cfg.data.eval, "eval", a.eval_limit), (cfg.data.train, "eval-train-slice", slice_n)]:
             if sub == "eval-train-slice" and not slice_n:
                 continue
             rc = _eval(model, dataset, run_dir / sub, a, log, limit=limit)
@@ -256,6 +256,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated training seeds")
     p.add_argument("--runs", default="runs/learn", help="run dirs (checkpoints, policies, evaluations)")
     p.add_argument("--out", default="reports/learning", help="report dir (committed)")
+    p.add_argument("--eval-limit", type=int, default=None, help="only the first N problems of data.eval (a quick look)")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep each seed's DeepSpeed checkpoint")
     p.add_argument("--report-only", action="store_true", help="redraw the report from what has finished")
     p.add_argument("overrides", nargs="*", help="key=value config overrides, for every stage")

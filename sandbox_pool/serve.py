@@ -2,7 +2,8 @@
 
 Request: ``{"problem": <problem row>, "code": str, "tests": "public"|"private"|"all"}``.
 Response: ``{"verdict", "tests": [{"status", "public", "detail", "wall_s"}], "feedback"}``.
-Bound to 127.0.0.1 by default; binding anywhere else requires a bearer token.
+Bound to 127.0.0.1 by default; binding anywhere else requires a bearer token. A body over
+``MAX_BODY_BYTES`` is refused (413) while it is read, so memory stays bounded whatever is sent.
 """
 
 from __future__ import annotations
@@ -22,6 +23,26 @@ from sandbox_pool.problem import ProblemError, parse_problem
 from sandbox_pool.runner import Backend, Sandbox
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+MAX_BODY_BYTES = 4 << 20
+
+
+def _too_big(size: int) -> JSONResponse:
+    return JSONResponse({"error": f"body of {size} bytes or more is over the {MAX_BODY_BYTES} byte limit"},
+                        status_code=413)
+
+
+async def read_body(request: Request) -> bytes | JSONResponse:
+    """The request body, or a 413 response as soon as it is known to exceed ``MAX_BODY_BYTES``."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return _too_big(int(declared))
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return _too_big(size)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def verdict_json(v: Verdict) -> dict:
@@ -41,10 +62,13 @@ class JudgeService:
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
                 return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401)
+        raw = await read_body(request)
+        if isinstance(raw, JSONResponse):
+            return raw
         try:
-            body = await request.json()
-        except json.JSONDecodeError as e:
-            return JSONResponse({"error": f"body is not JSON: {e.msg}"}, status_code=400)
+            body = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            return JSONResponse({"error": f"body is not JSON: {getattr(e, 'msg', e)}"}, status_code=400)
         if not isinstance(body, dict) or not isinstance(body.get("code"), str) or not isinstance(body.get("problem"), dict):
             return JSONResponse({"error": "body must be an object with fields problem (object) and code (string)"},
                                 status_code=422)

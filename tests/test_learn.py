@@ -75,3 +75,32 @@ def _sample(pid, reward):
 def test_informative_leaves_out_groups_whose_returns_are_all_equal():
     samples = [_sample("a", 1.0), _sample("a", 1.0), _sample("b", -1.0), _sample("b", 1.0), _sample("c", -1.2)]
     assert [(s.id, s.turn_rewards[0]) for s in informative(samples)] == [("b", -1.0), ("b", 1.0)]
+
+
+def test_report_only_without_results_is_one_error_line(tmp_path, capsys):
+    from cluster.cli import main
+
+    assert main(["learn", "--report-only", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "r")]) == 2
+    assert "error: " in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_learn_end_to_end_on_the_tiny_model_and_a_rerun_skips_what_is_done(tiny_model_dir, tmp_path):
+    """Base eval, one seed trained and evaluated, the report; a second call finds every stage done."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    runs, out = tmp_path / "runs", tmp_path / "report"
+    cmd = [sys.executable, "-m", "cluster.cli", "learn", "--config", str(root / "configs" / "tiny.yaml"),
+           "--seeds", "0", "--eval-limit", "3", "--runs", str(runs), "--out", str(out),
+           f"model.name={tiny_model_dir}", "data.skip=2", "run.iterations=1", "run.save_policy=true"]
+    first = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    assert res["problems"] == 3 and res["seeds"] == [0] and len(res["p_value"]) == 1
+    assert res["train_slice"][0]["problems"] == 2
+    assert (runs / "seed0" / "policy" / "config.json").exists() and not (runs / "seed0" / "checkpoint").exists()
+    again = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "training" not in again.stdout, again.stdout[-2000:]
