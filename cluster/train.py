@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import random
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -157,9 +158,10 @@ class ProcessRewards:
         from reward.actor import prm_actor_class
 
         r = cfg.reward
-        self.cfg = r
-        self.actor = prm_actor_class().options(num_cpus=r.prm_cpus).remote(
+        self.cfg, self.replaced = r, 0
+        self._spawn = lambda: prm_actor_class().options(num_cpus=r.prm_cpus).remote(
             str(Path(r.prm_model).resolve()), cfg.learner.threads_per_worker or 1)
+        self.actor = self._spawn()
         if ray.get(self.actor.vocab.remote()) != tokenizer.get_vocab():
             raise ValueError(f"reward.prm_model {r.prm_model}: its tokenizer differs from the policy's; the PRM "
                              "reads the policy's token ids, so it must share the policy's vocabulary")
@@ -167,11 +169,18 @@ class ProcessRewards:
     def __call__(self, episodes: list) -> tuple[list[list[float]], dict]:
         import ray
 
-        scored = ray.get(self.actor.score.remote([(e.token_ids, [t.reply_span for t in e.turns]) for e in episodes]))
+        request = [(e.token_ids, [t.reply_span for t in e.turns]) for e in episodes]
+        try:
+            scored = ray.get(self.actor.score.remote(request))
+        except _worker_lost() as e:  # replaced like engines and sandbox actors; a second loss is an error
+            logging.getLogger(__name__).warning("the PRM actor died (%s): replaced, batch scored again",
+                                                type(e).__name__)
+            self.actor, self.replaced = self._spawn(), self.replaced + 1
+            scored = ray.get(self.actor.score.remote(request))
         dense = [dense_rewards(len(e.token_ids), replies, e.solved, self.cfg.prm_weight_correct,
                                self.cfg.prm_weight_incorrect) for e, replies in zip(episodes, scored)]
         stats = line_stats([r for replies in scored for r in replies])
-        return dense, {"prm/score_mean": stats["score_mean"],
+        return dense, {"prm/score_mean": stats["score_mean"], "prm/actors_replaced": self.replaced,
                        "prm/dense_reward_mean": sum(map(sum, dense)) / max(len(dense), 1)}
 
     def shutdown(self) -> None:

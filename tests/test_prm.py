@@ -164,8 +164,11 @@ def test_process_rewards_shape_an_episode(ray_local, label_rows, prm_dir, tok):
     prm = ProcessRewards(cfg, tok)
     try:
         [dense], metrics = prm([ep])
+        ray_local.kill(prm.actor)  # a dead PRM actor is replaced and the batch scored again
+        [again], metrics_after = prm([ep])
     finally:
         prm.shutdown()
+    assert again == pytest.approx(dense) and metrics_after["prm/actors_replaced"] == 1 == prm.replaced
     [[scored]] = PRMScorer(prm_dir).score([(ids, [(a, len(ids))])])
     ends = [a + t for t, k in zip(r["line_last_tokens"], r["line_kinds"]) if k == "code"]
     assert [i for i, x in enumerate(dense) if x] == ends
