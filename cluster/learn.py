@@ -86,10 +86,10 @@ def run_learn(a, console: Console) -> int:
             argv = (["train", "--resume", str(run_dir)] if resume else
                     ["train", "--config", a.config, "--run-dir", str(run_dir), f"run.seed={seed}"])
             rc, _ = run_cli([*argv, *a.overrides], log)
+            _add_wall(run_dir, time.perf_counter() - t0)  # a failed attempt's time counts too
             if rc != 0:
                 console.print(f"[red]{name}: training failed[/] (exit {rc}):\n{log_tail(log)}")
                 return rc
-            _add_wall(run_dir, time.perf_counter() - t0)
         console.print(f"{name}: evaluating on {cfg.data.eval} and {cfg.data.train}[:{slice_n}]")
         t0 = time.perf_counter()
         for dataset, sub, limit in [(cfg.data.eval, "eval", a.eval_limit), (cfg.data.train, "eval-train-slice", slice_n)]:
@@ -138,7 +138,8 @@ def write_report(out: Path, runs: Path, seeds: list[int]) -> Path:
                  "max_turns": turns, "base_pass1": sum(base["pass@1"].values()), f"base_1at{turns}": sum(base[k_at].values()),
                  "base_invalid_turns": base_metrics["invalid_turns"], "seeds": [], "trained_pass1": [],
                  f"trained_1at{turns}": [], "p_value": [], f"p_value_1at{turns}": [], "gained": [], "lost": [],
-                 "recovered_by_feedback": [], "trained_invalid_turns": [], "wall_minutes": [], "train_slice": []}
+                 "recovered_by_feedback": [], "trained_invalid_turns": [], "wall_minutes": [], "iterations_minutes": [],
+                 "learner_restarts": [], "train_slice": []}
     per_problem, samples = [], []
     for seed in seeds:
         run_dir = runs / f"seed{seed}"
@@ -158,6 +159,9 @@ def write_report(out: Path, runs: Path, seeds: list[int]) -> Path:
         res["recovered_by_feedback"].append(m["recovered_by_feedback"])
         res["trained_invalid_turns"].append(m["invalid_turns"])
         res["wall_minutes"].append(round((wall.get("train_s", 0) + wall.get("eval_s", 0)) / 60, 1))
+        rows = read_jsonl(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
+        res["iterations_minutes"].append(round(sum(r.get("iteration_s", 0.0) for r in rows) / 60, 1))
+        res["learner_restarts"].append(sum(r.get("learner_restarts", 0) > 0 for r in rows))
         if has_slice and (run_dir / "eval-train-slice" / "metrics.json").exists():
             ts = outcomes(run_dir / "eval-train-slice")
             q1, qk = paired(base_slice["pass@1"], ts["pass@1"]), paired(base_slice[k_at], ts[k_at])
@@ -228,13 +232,14 @@ def _markdown(res: dict, turns: int, samples: list, pngs: list[str]) -> str:
              "Regenerate: `proctor learn --report-only`. Paired per problem against the untrained model; "
              "p = McNemar's exact test (two-sided).", "",
              f"| run | pass@1 | p | 1@{turns} | p | gained / lost (pass@1) | recovered by feedback | invalid turns "
-             "| wall (train + eval) |", "|---|---|---|---|---|---|---|---|---|",
-             f"| base | {res['base_pass1']}/{n} | | {res[f'base_1at{turns}']}/{n} | | | | {res['base_invalid_turns']} | |"]
+             "| wall (train + eval) | the iterations alone |", "|---|---|---|---|---|---|---|---|---|---|",
+             f"| base | {res['base_pass1']}/{n} | | {res[f'base_1at{turns}']}/{n} | | | | {res['base_invalid_turns']} | | |"]
     for i, seed in enumerate(res["seeds"]):
         lines.append(f"| seed {seed} | {res['trained_pass1'][i]}/{n} | {res['p_value'][i]:.3g} | "
                      f"{res[f'trained_1at{turns}'][i]}/{n} | {res[f'p_value_1at{turns}'][i]:.3g} | "
                      f"+{len(res['gained'][i])} / -{len(res['lost'][i])} | {res['recovered_by_feedback'][i]} | "
-                     f"{res['trained_invalid_turns'][i]} | {res['wall_minutes'][i]} min |")
+                     f"{res['trained_invalid_turns'][i]} | {res['wall_minutes'][i]} min | "
+                     f"{res['iterations_minutes'][i]} min |")
     if res["train_slice"]:
         lines += ["", "Training source, the slice never trained on:", "",
                   f"| seed | problems | pass@1 base -> trained | p | 1@{turns} base -> trained | p |", "|---|---|---|---|---|---|"]
