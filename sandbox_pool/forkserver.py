@@ -341,6 +341,8 @@ def main():
                 if ONCE and pending:
                     sel.unregister(key.fd)
             elif kind == "report":
+                if runs.get(run.pid) is not run or not run.watching:
+                    continue  # finished earlier in this same batch of events: its fds are closed (maybe reused)
                 try:
                     chunk = os.read(run.report_r, 65536)
                 except BlockingIOError:
@@ -351,7 +353,7 @@ def main():
                 if not chunk:  # every writer closed it: stop watching, the exit event follows
                     sel.unregister(run.report_r)
                     run.watching = False
-            elif kind == "exit" and run.pid in runs:
+            elif kind == "exit" and runs.get(run.pid) is run:
                 finish(run)
                 if ONCE:
                     return
