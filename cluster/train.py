@@ -27,7 +27,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from cluster.config import ProctorConfig, dump_config
+from cluster.config import ConfigError, ProctorConfig, dump_config
 from cluster.model import resolve
 from cluster.placement import Placement
 from cluster.problems import load_problems
@@ -252,10 +252,20 @@ def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: C
     log = MetricsLog(run_dir)
     ckpt = run_dir / "checkpoint"
     start = 0
+
+    def restore() -> int:
+        """The learner from the last checkpoint (the initial weights if there is none), its weights
+        pushed to the engines; returns the iterations that checkpoint holds."""
+        done = json.loads((ckpt / "driver.json").read_text())["iterations_done"] if (ckpt / "driver.json").exists() else 0
+        if done:
+            learner.load(str(ckpt))
+        engines.load(learner.weights_ref(), version=done)
+        return done
+
     if resume:
-        learner.load(str(ckpt))
-        start = json.loads((ckpt / "driver.json").read_text())["iterations_done"]
-        engines.load(learner.weights_ref(), version=start)
+        if not (ckpt / "driver.json").exists():
+            raise ConfigError(f"{ckpt / 'driver.json'} not found: this run dir has no checkpoint to resume from")
+        start = restore()
         console.print(f"resumed from {ckpt} after iteration {start}")
     # Rows past the checkpoint (a run killed between logging and saving) or of an earlier run in
     # this dir are dropped: those iterations run (again) now.
@@ -311,10 +321,7 @@ def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: C
                     background, ahead = BackgroundLoop(), None
                 learner.shutdown()
                 learner = build_learner()
-                it = json.loads((ckpt / "driver.json").read_text())["iterations_done"] if (ckpt / "driver.json").exists() else 0
-                if it:
-                    learner.load(str(ckpt))
-                engines.load(learner.weights_ref(), version=it)
+                it = restore()
                 log.truncate(it)
                 rows = [r for r in rows if r["iteration"] <= it]
                 console.print(f"[yellow]a learner worker died ({type(e).__name__}): learner rebuilt from "
