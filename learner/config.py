@@ -1,6 +1,6 @@
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class LearnerConfig(BaseModel):
@@ -41,5 +41,19 @@ class LearnerConfig(BaseModel):
     gradient_checkpointing: bool = False
     freeze: list[str] = Field(default_factory=list, description="parameters whose name contains one of these are "
                               "not trained (e.g. [embed_tokens, lm_head]: no optimizer state for the vocabulary matrices)")
+    lora_rank: int = Field(default=0, ge=0, description="LoRA adapters of this rank on the policy (peft; 0 = full "
+                           "fine-tuning). Only the adapters train; the reference is the same network with them off")
+    lora_alpha: float | None = Field(default=None, gt=0, description="LoRA scale numerator (default: 2 x lora_rank)")
+    lora_dropout: float = Field(default=0.0, ge=0, lt=1)
+    lora_targets: list[str] = Field(default_factory=list, description="module names that get adapters (e.g. [q_proj, "
+                                    "v_proj]); empty = every linear layer of the blocks (peft's all-linear: not lm_head)")
     shm_comm: bool = Field(default=True, description="DeepSpeed's shared-memory allreduce on CPU (JIT-built once)")
     threads_per_worker: int | None = Field(default=None, ge=1, description="torch threads per learner worker")
+
+    @model_validator(mode="after")
+    def _lora_layout(self):
+        if self.lora_rank and self.zero_stage == 3:
+            raise ValueError("learner.lora_rank with learner.zero_stage=3: adapters are not supported under ZeRO-3 "
+                             "(ZeRO-3 partitions the frozen base weights that every adapter's merge reads); use "
+                             "zero_stage 0-2, LoRA's optimizer state is small anyway")
+        return self

@@ -47,6 +47,7 @@ from learner.batch import (
 )
 from learner.config import LearnerConfig
 from learner.deepspeed_setup import ds_config, set_dist_env
+from learner.lora import add_adapters, merged_named, reference, save_adapter, trainable_count
 from learner.model import ValueModel, action_logprobs, freeze, load_policy, save_policy_dir
 
 
@@ -101,14 +102,20 @@ class PPOWorker:
         self.pad_id = pad_id if pad_id is not None else (policy.config.pad_token_id or policy.config.eos_token_id or 0)
         if isinstance(self.pad_id, list):
             self.pad_id = self.pad_id[0]
+        if cfg.lora_rank:  # only the adapters train; the reference is the same network, adapters off
+            policy = add_adapters(policy, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+            if cfg.gradient_checkpointing:
+                policy.enable_input_require_grads()  # checkpointed blocks need a grad-carrying input
         freeze(policy, cfg.freeze)
+        self.trainable_params = trainable_count(policy)
         if critic is not None:  # the critic has no lm_head: only the patterns it has
             freeze(critic, cfg.freeze, strict=False)
         self.actor = engine(policy, cfg.lr, cfg.zero_stage)
         self.critic = engine(critic, cfg.critic_lr or cfg.lr, cfg.zero_stage) if critic is not None else None
-        # The reference only serves the KL term: with kl_beta 0 it is never built (a whole model of memory).
-        self.ref = None if cfg.kl_beta == 0 else engine(load_policy(model_dir, cfg.dtype), None,
-                                                        3 if cfg.zero_stage == 3 else 0)
+        # The reference only serves the KL term: with kl_beta 0 it is never built (a whole model of memory);
+        # under LoRA it is the actor with its adapters off (``_ref_logprobs``).
+        self.ref = None if cfg.kl_beta == 0 or cfg.lora_rank else engine(load_policy(model_dir, cfg.dtype), None,
+                                                                         3 if cfg.zero_stage == 3 else 0)
         if self.ref is not None:
             self.ref.eval()
         self.steps = 0        # optimizer steps
@@ -161,8 +168,7 @@ class PPOWorker:
                 old_lp[rows, :n] = action_logprobs(self.actor, mb.input_ids, mb.attention_mask,
                                                    mb.action_mask)[0].float()
             if cfg.kl_beta > 0:
-                ref_lp[rows, :n] = action_logprobs(self.ref, mb.input_ids, mb.attention_mask,
-                                                   mb.action_mask)[0].float()
+                ref_lp[rows, :n] = self._ref_logprobs(mb)
         if cfg.kl_beta == 0:
             ref_lp = old_lp  # no penalty: skip the reference forwards (kl_ref is then reported as 0)
         mask = batch.action_mask
@@ -202,6 +208,12 @@ class PPOWorker:
         if cfg.old_logprobs == "recompute":  # how far the sampler's logprobs are from the learner's
             out["behaviour_logprob_gap"] = sums[2] / max(sums[1], 1)
         return out
+
+    def _ref_logprobs(self, mb: Batch) -> torch.Tensor:
+        if self.ref is not None:
+            return action_logprobs(self.ref, mb.input_ids, mb.attention_mask, mb.action_mask)[0].float()
+        with reference(self.actor.module):  # LoRA: the base network is the reference
+            return action_logprobs(self.actor, mb.input_ids, mb.attention_mask, mb.action_mask)[0].float()
 
     def _prepare_critic_free(self, batch: Batch, old_lp, ref_lp, log_ratio, behaviour_gap, groups) -> dict[str, float]:
         """grpo / rloo: every action token carries its episode's group advantage; the KL to the
@@ -290,7 +302,7 @@ class PPOWorker:
         tokens = self._all_sum([float(batch.lengths.sum()) * self.cfg.ppo_epochs, wall, _peak_rss_gib()])
         self.iterations += 1
         metrics.update(tokens_per_s=tokens[0] / (tokens[1] / self.world_size), step_s=wall, steps=self.steps,
-                       iteration=self.iterations, lr=self.actor.get_lr()[0],
+                       iteration=self.iterations, lr=self.actor.get_lr()[0], trainable_params=self.trainable_params,
                        peak_rss_gib=_peak_rss_gib(), peak_rss_gib_all_workers=tokens[2])
         return metrics
 
@@ -303,17 +315,23 @@ class PPOWorker:
             return self.deepspeed.zero.GatheredParameters(params, modifier_rank=None)
         return contextlib.nullcontext()
 
+    def _policy_named(self) -> list[tuple[str, torch.Tensor]]:
+        """The actor's parameters under the base model's names; under LoRA the merged network."""
+        if self.cfg.lora_rank:
+            return merged_named(self.actor.module)
+        return list(self.actor.module.named_parameters())
+
     def export_weights(self, sink: Callable[[dict[str, np.ndarray]], object], dtype: str = "same"):
         """Hand the actor's full weights (HF names -> numpy arrays) to ``sink`` on rank 0 and return
         what it returns (None on other ranks). Arrays are views of the parameters where possible:
         ``sink`` must copy them out (``ray.put`` does) before returning. Under ZeRO-3 every rank must
-        call this (the gather is collective). bfloat16 arrays travel as uint16 bit patterns."""
-        named = list(self.actor.module.named_parameters())
-        with self._whole([p for _, p in named]):
+        call this (the gather is collective). bfloat16 arrays travel as uint16 bit patterns. Under
+        LoRA the merged network travels (engines load plain weights)."""
+        with self._whole(list(self.actor.module.parameters())):
             if self.rank != 0:
                 return None
             out = {}
-            for name, p in named:
+            for name, p in self._policy_named():
                 t = p.detach()
                 if dtype == "bfloat16":
                     t = t.to(torch.bfloat16)
@@ -323,10 +341,15 @@ class PPOWorker:
 
     def save_policy(self, out_dir: str | Path) -> str | None:
         """Write the actor as a HF model dir (``learner.model.save_policy_dir``). Every rank must call
-        it (ZeRO-3 gathers); rank 0 writes and returns the path."""
-        named = list(self.actor.module.named_parameters())
-        with self._whole([p for _, p in named]):
-            return save_policy_dir(named, self.model_dir, out_dir) if self.rank == 0 else None
+        it (ZeRO-3 gathers); rank 0 writes and returns the path. Under LoRA the dir holds the merged
+        network, and ``adapter/`` the adapter alone (peft format)."""
+        with self._whole(list(self.actor.module.parameters())):
+            if self.rank != 0:
+                return None
+            path = save_policy_dir(self._policy_named(), self.model_dir, out_dir)
+            if self.cfg.lora_rank:
+                save_adapter(self.actor.module, Path(out_dir) / "adapter")
+            return path
 
     def state_digest(self) -> dict[str, float]:
         """Sum and sum of squares of actor and critic parameters on this rank (tests compare ranks)."""

@@ -10,6 +10,9 @@ class RewardConfig(BaseModel):
     success: float = 1.0
     failure: float = -1.0
     invalid_turn: float = Field(default=-0.2, description="added for a turn whose reply has no valid code")
+    turn_cost: float = Field(default=0.0, le=0, description="added for every turn that another attempt follows (a retry "
+                             "costs this much); 0 = RLEF, where only the final verdict counts and a first-attempt "
+                             "solve is worth no more than a recovered one")
     prm: bool = Field(default=False, description="add the PRM's dense line rewards (needs prm_model)")
     prm_model: str | None = Field(default=None, description="a PRM directory written by `proctor prm train`")
     prm_weight_correct: float = Field(default=0.1, ge=0, description="lambda+: dense weight when the final code passes")

@@ -169,12 +169,15 @@ def known_private(turn: Turn) -> Verdict | None:
 
 
 def turn_reward(turn: Turn, cfg: RewardConfig, private_verdict: str | None = None) -> float:
-    """RLEF's reward of one turn; pass ``private_verdict`` for the final turn only."""
+    """RLEF's reward of one turn; pass ``private_verdict`` for the final turn only (every other turn
+    is followed by another attempt and pays ``turn_cost``)."""
     r = cfg.invalid_turn if turn.code is None else 0.0
     if private_verdict == "infra_error":
         raise ValueError("the episode hit a sandbox infra error: drop it, do not score it")
     if private_verdict is not None:
         r += cfg.success if private_verdict == "pass" else cfg.failure
+    else:
+        r += cfg.turn_cost
     return r
 
 

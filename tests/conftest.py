@@ -47,6 +47,21 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def v16_model_dir(tmp_path_factory):
+    """A 16-token Llama: small enough that 'say token 5' is learnable in a few PPO iterations."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=16, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128,
+                      tie_word_embeddings=True, bos_token_id=0, eos_token_id=1)
+    out = tmp_path_factory.mktemp("v16")
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def ray_local(tmp_path_factory):
     """A private local Ray (loopback only) for the session."""
     from cluster.ray_local import init_ray

@@ -189,3 +189,16 @@ def test_episode_becomes_a_valid_learner_sample(tok, sandbox):
         assert b.old_logprobs[0, a:z].tolist() == pytest.approx(g.logprobs)
         assert int(b.turn_ends[0, k]) == turn.prompt_end
     assert int((b.token_turn[0] >= 0).sum()) == sum(ep.action_mask)
+
+
+def test_turn_cost_makes_a_first_attempt_solve_worth_more_than_a_recovered_one(tok, sandbox):
+    """reward.turn_cost is paid by every turn that another attempt follows (an invalid one too, on top of
+    its own penalty), never by the last: with it a retry can no longer be free."""
+    cfg = CFG.model_copy(update={"turn_cost": -0.5})
+    recovered, _ = play(ADD, tok, sandbox, [NO_CODE_REPLY, WRONG_ADD, RIGHT_ADD])
+    first, _ = play(ADD, tok, sandbox, [RIGHT_ADD])
+    assert rlef_rewards(recovered, cfg) == [-0.7, -0.5, 1.0]
+    assert rlef_rewards(first, cfg) == [1.0]
+    assert rlef_rewards(recovered, CFG) == [-0.2, 0.0, 1.0]   # 0 (the default) is RLEF's reward
+    with pytest.raises(ValueError, match="turn_cost"):
+        CFG.model_validate({"turn_cost": 0.5})
