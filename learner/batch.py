@@ -89,9 +89,14 @@ class Batch:
     def size(self) -> int:
         return self.input_ids.shape[0]
 
+    def to(self, device: torch.device | str) -> Batch:
+        """The same batch with every tensor on ``device`` (the device of the model it will meet)."""
+        fields = {name: getattr(self, name).to(device) for name in self.__dataclass_fields__ if name != "extra"}
+        return Batch(**fields, extra={name: x.to(device) for name, x in self.extra.items()})
+
     def take(self, rows: list[int] | Tensor) -> Batch:
         """Rows ``rows``, cropped to their longest sample (so a bucket of short samples stays short)."""
-        rows = torch.as_tensor(rows, dtype=torch.long)
+        rows = torch.as_tensor(rows, dtype=torch.long, device=self.input_ids.device)
         t = int(self.lengths[rows].max())
         k = int(self.turn_mask[rows].sum(1).max())
 

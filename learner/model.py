@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -57,6 +58,38 @@ def save_policy_dir(named: list[tuple[str, Tensor]], base_dir: str | Path, out_d
     save_file({n: p.detach().cpu().contiguous() for n, p in named}, str(out / "model.safetensors"),
               metadata={"format": "pt"})
     return str(out)
+
+
+def to_numpy(t: Tensor) -> np.ndarray:
+    """A numpy view of a CPU tensor (bfloat16, which numpy lacks, as its uint16 bit patterns)."""
+    t = t.detach()
+    return t.view(torch.uint16).numpy() if t.dtype == torch.bfloat16 else t.numpy()
+
+
+def host_copy(named: list[tuple[str, Tensor]], bufs: dict | None = None,
+              pin: bool | None = None) -> tuple[dict, list[tuple[str, Tensor]]]:
+    """Copy device tensors into one flat host buffer per dtype (pinned when CUDA is there), each
+    tensor into its own slice without a sync, then one sync. Returns the buffers (pass them back to
+    reuse them: same sizes, no new pinned allocation) and the tensors as views into them."""
+    pin = torch.cuda.is_available() if pin is None else pin
+    sizes: dict[torch.dtype, int] = {}
+    for _, t in named:
+        sizes[t.dtype] = sizes.get(t.dtype, 0) + t.numel()
+    bufs = dict(bufs or {})
+    for dt, n in sizes.items():
+        if dt not in bufs or bufs[dt].numel() != n:
+            bufs[dt] = torch.empty(n, dtype=dt, pin_memory=pin)
+    offsets = dict.fromkeys(sizes, 0)
+    out = []
+    for name, t in named:
+        o, n = offsets[t.dtype], t.numel()
+        view = bufs[t.dtype][o:o + n].view(t.shape)
+        view.copy_(t.detach(), non_blocking=pin)
+        offsets[t.dtype] = o + n
+        out.append((name, view))
+    if pin:
+        torch.cuda.synchronize()
+    return bufs, out
 
 
 class ValueModel(nn.Module):

@@ -48,7 +48,15 @@ from learner.batch import (
 from learner.config import LearnerConfig
 from learner.deepspeed_setup import ds_config, set_dist_env
 from learner.lora import add_adapters, merged_named, reference, save_adapter, trainable_count
-from learner.model import ValueModel, action_logprobs, freeze, load_policy, save_policy_dir
+from learner.model import (
+    ValueModel,
+    action_logprobs,
+    freeze,
+    host_copy,
+    load_policy,
+    save_policy_dir,
+    to_numpy,
+)
 
 
 class PPOWorker:
@@ -111,6 +119,10 @@ class PPOWorker:
         if critic is not None:  # the critic has no lm_head: only the patterns it has
             freeze(critic, cfg.freeze, strict=False)
         self.actor = engine(policy, cfg.lr, cfg.zero_stage)
+        # Every tensor the worker makes lives where the models are (cuda:N under DeepSpeed on a GPU);
+        # collectives run on the backend's device (NCCL reduces CUDA tensors only).
+        self.device = self.actor.device
+        self.comm_device = self.device if backend == "nccl" else torch.device("cpu")
         self.critic = engine(critic, cfg.critic_lr or cfg.lr, cfg.zero_stage) if critic is not None else None
         # The reference only serves the KL term: with kl_beta 0 it is never built (a whole model of memory);
         # under LoRA it is the actor with its adapters off (``_ref_logprobs``).
@@ -118,19 +130,20 @@ class PPOWorker:
                                                                          3 if cfg.zero_stage == 3 else 0)
         if self.ref is not None:
             self.ref.eval()
+        self._host_bufs: dict = {}  # export_weights' pinned host buffers on a GPU, reused push after push
         self.steps = 0        # optimizer steps
         self.iterations = 0   # train() calls
 
     # --- collectives ---------------------------------------------------------------------------------
 
     def _all_sum(self, values: list[float]) -> list[float]:
-        t = torch.tensor(values, dtype=torch.float64)
+        t = torch.tensor(values, dtype=torch.float64, device=self.comm_device)
         if self.world_size > 1:
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t.tolist()
 
     def _all_max(self, value: int) -> int:
-        t = torch.tensor([value], dtype=torch.long)
+        t = torch.tensor([value], dtype=torch.long, device=self.comm_device)
         if self.world_size > 1:
             dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return int(t.item())
@@ -156,7 +169,7 @@ class PPOWorker:
         """Reference logprobs, old values, rewards, advantages and returns into ``batch.extra``."""
         cfg = self.cfg
         b, t = batch.input_ids.shape
-        ref_lp, values = torch.zeros(b, t), torch.zeros(b, t)
+        ref_lp, values = torch.zeros(b, t, device=self.device), torch.zeros(b, t, device=self.device)
         old_lp = batch.old_logprobs.clone()
         groups = self._split(batch, list(range(b)))
         for rows in groups:
@@ -187,7 +200,7 @@ class PPOWorker:
             token_adv = ppo.broadcast_turns(adv, batch.token_turn)
         else:
             # The value of the state before token p is the critic's output at p - 1.
-            old_values = torch.cat([torch.zeros(b, 1), values[:, :-1]], dim=1)
+            old_values = torch.cat([torch.zeros(b, 1, device=self.device), values[:, :-1]], dim=1)
             rewards = ppo.token_rewards_shaped(batch.turn_rewards, batch.turn_last, batch.token_rewards, old_lp,
                                                ref_lp, batch.token_turn, cfg.kl_kind, cfg.kl_beta)
             adv, returns = ppo.token_gae(rewards, old_values, mask, cfg.gamma, cfg.gae_lambda)
@@ -222,7 +235,7 @@ class PPOWorker:
             raise ValueError(f"learner.advantage={self.cfg.advantage} needs every sample's advantage "
                              "(assign_group_advantages on the whole rollout batch before it is split over workers)")
         mask = batch.action_mask
-        token_adv = torch.where(mask, batch.advantages[:, None].expand_as(old_lp), torch.zeros(()))
+        token_adv = torch.where(mask, batch.advantages[:, None].expand_as(old_lp), torch.zeros((), device=self.device))
         batch.extra.update(old_logprobs=old_lp, advantages=token_adv, ref_logprobs=ref_lp)
         b = batch.size
         sums = self._all_sum([ppo.masked_sum(log_ratio, mask).item(), mask.sum().item(),
@@ -286,7 +299,7 @@ class PPOWorker:
                 raise ValueError(f"learner.advantage={self.cfg.advantage} with {self.world_size} workers: assign "
                                  "group advantages on the whole batch first (LearnerGroup.train does)")
             assign_group_advantages(samples, self.cfg.advantage)
-        batch = collate(samples, self.pad_id)
+        batch = collate(samples, self.pad_id).to(self.device)
         metrics = self._prepare(batch)
         per_rank = max(1, self.cfg.minibatch_size // self.world_size)
         acc: dict[str, float] = defaultdict(float)
@@ -330,14 +343,14 @@ class PPOWorker:
         with self._whole(list(self.actor.module.parameters())):
             if self.rank != 0:
                 return None
-            out = {}
-            for name, p in self._policy_named():
-                t = p.detach()
-                if dtype == "bfloat16":
-                    t = t.to(torch.bfloat16)
-                t = t.cpu()
-                out[name] = t.view(torch.uint16).numpy() if t.dtype == torch.bfloat16 else t.numpy()
-            return sink(out)
+            named = self._policy_named()
+            if dtype == "bfloat16":
+                named = [(n, p.to(torch.bfloat16)) for n, p in named]
+            if self.device.type == "cuda":
+                # One pinned host buffer per dtype, every parameter copied into its slice without a
+                # sync, one sync at the end: the bus speed, not one blocking .cpu() per parameter.
+                self._host_bufs, named = host_copy(named, self._host_bufs)
+            return sink({n: to_numpy(t) for n, t in named})
 
     def save_policy(self, out_dir: str | Path) -> str | None:
         """Write the actor as a HF model dir (``learner.model.save_policy_dir``). Every rank must call

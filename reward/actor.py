@@ -23,7 +23,8 @@ class PRMScorer:
 
         torch.set_num_threads(threads)
         self.tok = AutoTokenizer.from_pretrained(str(prm_dir))
-        self.model = PRM.from_pretrained(prm_dir)
+        # On the GPU when the actor was given one (Ray exposes only the GPUs an actor asked for).
+        self.model = PRM.from_pretrained(prm_dir).to("cuda" if torch.cuda.is_available() else "cpu")
         self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
         self.batch_size = batch_size
 

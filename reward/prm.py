@@ -67,15 +67,15 @@ class PRM(nn.Module):
         return torch.nn.functional.binary_cross_entropy_with_logits(x, (y > 0).float())
 
 
-def pad(rows: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
-    """Right-padded ids and attention mask."""
+def pad(rows: list[list[int]], pad_id: int, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    """Right-padded ids and attention mask, on ``device`` (the model's)."""
     t = max(len(r) for r in rows)
     ids = torch.full((len(rows), t), pad_id, dtype=torch.long)
     att = torch.zeros((len(rows), t), dtype=torch.long)
     for i, r in enumerate(rows):
         ids[i, : len(r)] = torch.tensor(r)
         att[i, : len(r)] = 1
-    return ids, att
+    return ids.to(device), att.to(device)
 
 
 @torch.no_grad()
@@ -83,9 +83,10 @@ def score_positions(model: PRM, rows: list[list[int]], positions: list[list[int]
                     batch_size: int = 8) -> list[list[float]]:
     """PRM scores in [-1, 1] at the given token positions of each row."""
     model.eval()
+    device = next(model.parameters()).device
     out: list[list[float]] = []
     for b in range(0, len(rows), batch_size):
-        ids, att = pad(rows[b: b + batch_size], pad_id)
+        ids, att = pad(rows[b: b + batch_size], pad_id, device)
         scores = model.to_score(model(ids, att))
         out += [scores[i, pos].tolist() if pos else [] for i, pos in enumerate(positions[b: b + batch_size])]
     return out

@@ -152,8 +152,9 @@ def train_prm(cfg: PRMTrainConfig, base_model: str, *, seed: int = 0, log=print,
             rng.shuffle(order)
             for b in range(0, len(order), cfg.batch_size):
                 batch = order[b: b + cfg.batch_size]
-                ids, att = pad([r["prompt_ids"] + r["response_ids"] for r in batch], pad_id)
-                labels, mask = torch.zeros(ids.shape), torch.zeros(ids.shape, dtype=torch.bool)
+                ids, att = pad([r["prompt_ids"] + r["response_ids"] for r in batch], pad_id, engine.device)
+                labels = torch.zeros(ids.shape, device=engine.device)
+                mask = torch.zeros(ids.shape, dtype=torch.bool, device=engine.device)
                 for i, r in enumerate(batch):
                     p, y = positions(r)
                     labels[i, p], mask[i, p] = torch.tensor(y), True
