@@ -32,7 +32,7 @@ DIFFERENCES = ("proctor: vLLM engine actor for generation, a weight push to it a
 
 
 def _reward(problems: dict, sandbox, cfg):
-    from rollout.code import extract_code
+    from sandbox_pool.code import extract_code
     from sandbox_pool.judge import judge
 
     def reward(prompts, completions, problem_id, **_) -> list[float]:

@@ -26,10 +26,10 @@ from cluster.problems import load_problems
 from cluster.progress import make_console, progress
 from reward.label import label_response
 from reward.lines import reply_lines
-from rollout.code import extract_code
 from rollout.episode import Conversation
 from rollout.prompts import first_turn
 from rollout.types import SamplingSpec
+from sandbox_pool.code import extract_code
 
 
 def _seed(*parts) -> int:
@@ -57,7 +57,7 @@ async def label_problem(problem, generator, judge, tokenizer, cfg: ProctorConfig
 
     async def one(r: int, reply_ids: list[int]) -> dict | None:
         t0 = time.perf_counter()
-        lines = reply_lines(tokenizer, reply_ids)
+        lines = reply_lines(tokenizer, reply_ids, problem.entry_point)
         code = [ln for ln in lines if ln.scored]
         passed = await passes(reply_ids)
         if passed is None or not code:

@@ -146,7 +146,7 @@ def heldout_metrics(episodes: list, turns: int) -> dict:
 
 def reply_line_metrics(episodes: list) -> dict:
     """Code lines per attempt and the comment share of the replies (watched for reward hacking)."""
-    return line_shares([[k for _, k in classify(t.reply)] for e in episodes for t in e.turns])
+    return line_shares([[k for _, k in classify(t.reply, e.entry_point)] for e in episodes for t in e.turns])
 
 
 class ProcessRewards:
@@ -169,7 +169,7 @@ class ProcessRewards:
     def __call__(self, episodes: list) -> tuple[list[list[float]], dict]:
         import ray
 
-        request = [(e.token_ids, [t.reply_span for t in e.turns]) for e in episodes]
+        request = [(e.token_ids, [t.reply_span for t in e.turns], e.entry_point) for e in episodes]
         try:
             scored = ray.get(self.actor.score.remote(request))
         except _worker_lost() as e:  # replaced like engines and sandbox actors; a second loss is an error

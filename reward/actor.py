@@ -31,11 +31,12 @@ class PRMScorer:
     def vocab(self) -> dict[str, int]:
         return self.tok.get_vocab()
 
-    def score(self, requests: list[tuple[list[int], list[tuple[int, int]]]]) -> list[list[ReplyScores]]:
-        """For each (token_ids, reply spans): per reply, its lines and one score per code line."""
-        layouts = [[(a, reply_lines(self.tok, ids[a:b])) for a, b in spans] for ids, spans in requests]
+    def score(self, requests: list[tuple[list[int], list[tuple[int, int]], str | None]]) -> list[list[ReplyScores]]:
+        """For each (token_ids, reply spans, entry point): per reply, its lines and one score per code
+        line (the lines of the code the sandbox ran: the block that defines the entry point)."""
+        layouts = [[(a, reply_lines(self.tok, ids[a:b], entry)) for a, b in spans] for ids, spans, entry in requests]
         pos = [[a + ln.last_token for a, lines in lay for ln in lines if ln.scored] for lay in layouts]
-        flat = score_positions(self.model, [ids for ids, _ in requests], pos, self.pad_id, self.batch_size)
+        flat = score_positions(self.model, [ids for ids, _, _ in requests], pos, self.pad_id, self.batch_size)
         out = []
         for lay, scores in zip(layouts, flat):
             replies, i = [], 0

@@ -1,9 +1,11 @@
 """Lines of a reply, each with the token that completes it (PSGPO scores a line at its last token).
 
-A reply is the model's text around a fenced code block. Lines inside a Python fence are ``code``,
-``comment`` (``#`` first) or ``blank``; the fence lines and all text outside are ``prose``. Only code
-lines are scored and labelled; the others are neutral (reward 0), so neither comments nor chatter
-can earn process reward. A reply without a fence has no code lines (RLEF counts it invalid).
+A reply is the model's text around a fenced code block. The lines of the code that runs (the block
+``sandbox_pool.code`` extracts, so the PRM and the sandbox read a reply the same way) are ``code``,
+``comment`` (``#`` first) or ``blank``; every other line (fences, prose, other blocks) is ``prose``.
+Only code lines are scored and labelled; the others are neutral (reward 0), so neither comments nor
+chatter can earn process reward. A reply without valid code has no code lines (RLEF counts it
+invalid).
 
 Token positions come from the reply's own ids (token in, token out): the character offset where
 each token ends is measured by decoding growing prefixes, so a token that spans a newline (``:\\n``,
@@ -14,11 +16,9 @@ line's final character: the earliest point where the whole line is visible.
 from __future__ import annotations
 
 import bisect
-import re
 from dataclasses import dataclass
 
-_OPEN = re.compile(r"^[ \t]*```[ \t]*([A-Za-z0-9_+-]*)")
-_PY_TAGS = {"", "python", "py", "python3"}
+from sandbox_pool.code import code_span
 
 
 @dataclass(frozen=True)
@@ -33,22 +33,19 @@ class Line:
         return self.kind == "code"
 
 
-def classify(text: str) -> list[tuple[str, str]]:
-    """(line text, kind) for every line of ``text`` (split on ``\\n``)."""
-    out, fence = [], None   # fence: None outside a block, else True for a Python block, False for another language
+def classify(text: str, entry_point: str | None = None) -> list[tuple[str, str]]:
+    """(line text, kind) for every line of ``text`` (split on ``\\n``); ``entry_point`` picks the block
+    as the sandbox does (the one that defines it)."""
+    span = code_span(text, entry_point)
+    a, b = span if span else (0, 0)
+    out, start = [], 0
     for line in text.split("\n"):
-        m = _OPEN.match(line)
-        if fence is None and m:
-            fence = m.group(1).lower() in _PY_TAGS
-            out.append((line, "prose"))
-        elif fence is not None and line.strip().startswith("```"):
-            fence = None
-            out.append((line, "prose"))
-        elif fence:
-            s = line.strip()
+        if a <= start < b:  # a line of the code that runs (cut where the block ends mid-line)
+            s = text[start:min(start + len(line), b)].strip()
             out.append((line, "blank" if not s else "comment" if s.startswith("#") else "code"))
         else:
             out.append((line, "prose"))
+        start += len(line) + 1
     return out
 
 
@@ -61,12 +58,12 @@ def token_ends(tokenizer, ids: list[int]) -> list[int]:
     return ends
 
 
-def reply_lines(tokenizer, ids: list[int]) -> list[Line]:
+def reply_lines(tokenizer, ids: list[int], entry_point: str | None = None) -> list[Line]:
     """The lines of the decoded reply ``ids``, classified, each with its last token."""
     text = tokenizer.decode(ids, skip_special_tokens=True)
     ends = token_ends(tokenizer, ids)
     lines, start = [], 0
-    for i, (line, kind) in enumerate(classify(text)):
+    for i, (line, kind) in enumerate(classify(text, entry_point)):
         if line:
             last_char = start + len(line) - 1
             # first token whose text reaches past last_char (ends are non-decreasing)

@@ -18,7 +18,6 @@ from typing import ClassVar
 import gymnasium as gym
 
 from reward.config import RewardConfig
-from rollout.code import extract_code
 from rollout.episode import (
     FeedbackBank,
     FeedbackPolicy,
@@ -29,6 +28,7 @@ from rollout.episode import (
 )
 from rollout.prompts import first_turn
 from rollout.types import Turn
+from sandbox_pool.code import extract_code
 from sandbox_pool.judge import Verdict
 from sandbox_pool.problem import Problem
 

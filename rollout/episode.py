@@ -18,9 +18,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from reward.config import RewardConfig
-from rollout.code import extract_code
 from rollout.prompts import first_turn
 from rollout.types import Episode, Generation, Generator, SamplingSpec, Turn
+from sandbox_pool.code import extract_code
 from sandbox_pool.feedback import RETRY, feedback_text
 from sandbox_pool.judge import DEFAULT_OUTPUT_BYTES, Verdict
 from sandbox_pool.judge import judge as judge_in_sandbox
@@ -215,4 +215,4 @@ async def run_episode(problem: Problem, generator: Generator, judge: JudgeFn, to
         conv.add_user(turn.feedback)
     private = known_private(turns[-1]) or await judge(problem, turns[-1].code, "private")
     return Episode(problem.id, conv.token_ids, conv.action_mask, conv.logprobs, turns,
-                   private.verdict, [t.status for t in private.tests])
+                   private.verdict, [t.status for t in private.tests], problem.entry_point)

@@ -52,6 +52,7 @@ class Episode:
     turns: list[Turn] = field(default_factory=list)
     private_verdict: str = "fail"                          # pass | fail | infra_error
     private_statuses: list[str] = field(default_factory=list)
+    entry_point: str | None = None                         # the problem's function: picks the block that runs
 
     @property
     def solved(self) -> bool:

@@ -118,7 +118,7 @@ def test_prm_train_score_and_critic_init(label_rows, prm_dir, tok):
     r = rows[0]
     ids = r["prompt_ids"] + r["response_ids"]
     span = (len(r["prompt_ids"]), len(ids))
-    [[scored]] = scorer.score([(ids, [span])])
+    [[scored]] = scorer.score([(ids, [span], None)])
     assert len(scored.scores) == sum(k == "code" for k in r["line_kinds"]) == 5
     assert all(-1 <= s <= 1 for s in scored.scores)
     assert [ln.last_token for ln in scored.code] == [t for t, k in zip(r["line_last_tokens"], r["line_kinds"])
@@ -169,7 +169,7 @@ def test_process_rewards_shape_an_episode(ray_local, label_rows, prm_dir, tok):
     finally:
         prm.shutdown()
     assert again == pytest.approx(dense) and metrics_after["prm/actors_replaced"] == 1 == prm.replaced
-    [[scored]] = PRMScorer(prm_dir).score([(ids, [(a, len(ids))])])
+    [[scored]] = PRMScorer(prm_dir).score([(ids, [(a, len(ids))], None)])
     ends = [a + t for t, k in zip(r["line_last_tokens"], r["line_kinds"]) if k == "code"]
     assert [i for i, x in enumerate(dense) if x] == ends
     assert [dense[i] for i in ends] == pytest.approx([0.25 * s / 5 for s in scored.scores])   # failed: lambda-

@@ -200,3 +200,32 @@ def test_prm_losses_and_score_range(loss):
         assert model.loss(raw, labels, mask).item() == pytest.approx(expect, rel=1e-5)
     ids = torch.tensor([[1, 2, 3, 4]])
     assert model(ids, torch.ones_like(ids)).shape == (1, 4)
+
+
+SHAPES = [
+    REPLY,
+    "Here is the fix: ```python\ndef f(x):\n    return x + 1\n```\nDone.",                   # fence opens mid-line
+    "```py\ndef f(x):\n    # one more\n    return x + 1\n```",                                # py tag
+    "```python\ndef f(x):\n    return x + 1\n",                                               # never closed
+    "```python\ndef helper():\n    return 2\n```\nthen\n```python\ndef f(x):\n    return helper() + x\n```",
+    "```python\ndef f(x:\n    return\n```\n```python\ndef f(x):\n    return x\n```",           # first one broken
+    "```python\ndef f(x):\n    s = 'a ``` inside'\n    return s\n```",                        # a fence in a string
+    "```python\ndef f(x):\n    return x```\nand prose",                                       # closed mid-line
+    "no code at all: def f(x): return x",
+]
+
+
+@pytest.mark.parametrize("reply", SHAPES)
+def test_prm_lines_are_exactly_the_code_that_runs(reply):
+    """The sandbox and the PRM read a reply with one grammar: the code lines (with comments and blanks)
+    are the lines of the code the sandbox runs, and nothing else."""
+    from sandbox_pool.code import extract_code
+
+    code = extract_code(reply, "f")
+    inside = [line for line, kind in classify(reply, "f") if kind != "prose"]
+    if code is None:
+        assert inside == []
+    else:  # the lines, joined, are the code (the last one may go on past a fence that closes mid-line)
+        joined, expected = "\n".join(inside), code[:-1] if code.endswith("\n") else code
+        assert joined.startswith(expected) and joined[len(expected):] in ("", "```"), (joined, expected)
+        assert any(kind == "code" for _, kind in classify(reply, "f"))
