@@ -16,6 +16,34 @@ def set_dist_env(rank: int, world_size: int, master_addr: str, master_port: int)
                       LOCAL_RANK="0" if torch.cuda.is_available() else str(rank))
 
 
+def init_deepspeed(rank: int = 0, world_size: int = 1, master_addr: str = "127.0.0.1", master_port: int = 0,
+                   shm_comm: bool = False):
+    """Join (or, alone, form) the torch.distributed group through DeepSpeed and return the
+    ``deepspeed`` module and the backend: nccl with CUDA, gloo on CPU. ``master_port`` 0 picks a free
+    port (world size 1 only). The learner workers and the PRM trainer both start here."""
+    if not torch.distributed.is_initialized():
+        if not master_port:
+            import socket
+
+            with socket.socket() as s:
+                s.bind((master_addr, 0))
+                master_port = s.getsockname()[1]
+        set_dist_env(rank, world_size, master_addr, master_port)
+    # DeepSpeed JIT-builds C++ ops on first use: build them once into a cache that outlives runs.
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(
+        os.environ.get("PROCTOR_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "proctor"),
+        "torch_extensions"))
+    import deepspeed
+
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "gloo" and (world_size == 1 or not shm_comm):
+        # Nothing to reduce (or asked not to): skip the shared-memory allreduce op, whose first use
+        # is a one-minute C++ build.
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    deepspeed.init_distributed(dist_backend=backend)
+    return deepspeed, backend
+
+
 def ds_config(cfg: LearnerConfig, lr: float | None, stage: int) -> dict:
     """DeepSpeed config of one engine (``lr`` None: an inference-only engine, no optimizer)."""
     conf = {

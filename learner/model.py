@@ -95,20 +95,22 @@ def host_copy(named: list[tuple[str, Tensor]], bufs: dict | None = None,
 class ValueModel(nn.Module):
     """Per-token scalar values: ``value_head(backbone(ids).last_hidden_state)`` -> [B, T]."""
 
-    def __init__(self, backbone: nn.Module, hidden_size: int):
+    def __init__(self, backbone: nn.Module):
         super().__init__()
         self.backbone = backbone
-        self.value_head = nn.Linear(hidden_size, 1)
+        self.value_head = nn.Linear(backbone.config.hidden_size, 1)
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path, dtype: str = "float32") -> ValueModel:
+    def from_pretrained(cls, model_dir: str | Path, dtype: str = "float32", **kwargs):
+        """The backbone of a HF dir and its ``value_head.safetensors`` (a zero head without one);
+        ``kwargs`` go to the constructor of ``cls`` (a subclass such as the PRM)."""
         from safetensors.torch import load_file
         from transformers import AutoModel
 
         backbone = AutoModel.from_pretrained(str(model_dir), dtype=DTYPES[dtype])
-        model = cls(backbone, backbone.config.hidden_size).to(DTYPES[dtype])
+        model = cls(backbone, **kwargs).to(DTYPES[dtype])
         head = Path(model_dir) / VALUE_HEAD
         if head.exists():
             state = load_file(str(head))
@@ -121,6 +123,7 @@ class ValueModel(nn.Module):
     def save_pretrained(self, out_dir: str | Path) -> None:
         from safetensors.torch import save_file
 
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
         self.backbone.save_pretrained(str(out_dir))
         save_file({k: v.detach().contiguous() for k, v in self.value_head.state_dict().items()},
                   str(Path(out_dir) / VALUE_HEAD))

@@ -23,7 +23,6 @@ to the reference is a k3 loss term instead of a reward penalty.
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import shutil
 import time
@@ -46,7 +45,7 @@ from learner.batch import (
     padding_stats,
 )
 from learner.config import LearnerConfig
-from learner.deepspeed_setup import ds_config, set_dist_env
+from learner.deepspeed_setup import ds_config, init_deepspeed
 from learner.lora import add_adapters, merged_named, reference, save_adapter, trainable_count
 from learner.model import (
     ValueModel,
@@ -66,24 +65,8 @@ class PPOWorker:
         self.cfg, self.rank, self.world_size, self.model_dir = cfg, rank, world_size, str(model_dir)
         if cfg.threads_per_worker:
             torch.set_num_threads(cfg.threads_per_worker)
-        if not torch.distributed.is_initialized():
-            set_dist_env(rank, world_size, master_addr, master_port)
-        # DeepSpeed JIT-builds C++ ops on first use: build them once into a cache that outlives runs.
-        os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(
-            os.environ.get("PROCTOR_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "proctor"),
-            "torch_extensions"))
-        import deepspeed
-
+        deepspeed, backend = init_deepspeed(rank, world_size, master_addr, master_port, cfg.shm_comm)
         self.deepspeed = deepspeed
-        if torch.cuda.is_available():
-            backend = "nccl"
-        else:
-            backend = "gloo"
-            if world_size == 1 or not cfg.shm_comm:
-                # Nothing to reduce (or asked not to): skip the shared-memory allreduce op, whose
-                # first use is a one-minute C++ build.
-                deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-        deepspeed.init_distributed(dist_backend=backend)
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)

@@ -16,45 +16,29 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-HEAD = "value_head.safetensors"
+from learner.model import ValueModel
+
 META = "prm.json"
 
 
-class PRM(nn.Module):
+class PRM(ValueModel):
+    """The critic's network (``learner.model.ValueModel``: backbone + scalar head, same files on
+    disk) with the PRM's loss and its [-1, 1] score."""
+
     def __init__(self, backbone: nn.Module, loss: str = "mse"):
-        super().__init__()
-        self.backbone = backbone
-        self.value_head = nn.Linear(backbone.config.hidden_size, 1)
-        nn.init.zeros_(self.value_head.weight)
-        nn.init.zeros_(self.value_head.bias)
+        super().__init__(backbone)
         self.loss_kind = loss
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, loss: str | None = None) -> PRM:
         """A trained PRM directory, or any HF causal-LM directory (a fresh head at zero)."""
-        from safetensors.torch import load_file
-        from transformers import AutoModel
-
         model_dir = Path(model_dir)
         meta = json.loads((model_dir / META).read_text()) if (model_dir / META).exists() else {}
-        model = cls(AutoModel.from_pretrained(str(model_dir), dtype=torch.float32), loss or meta.get("loss", "mse"))
-        if (model_dir / HEAD).exists():
-            model.value_head.load_state_dict(load_file(str(model_dir / HEAD)))
-        return model
+        return super().from_pretrained(model_dir, "float32", loss=loss or meta.get("loss", "mse"))
 
     def save_pretrained(self, out_dir: str | Path, meta: dict | None = None) -> None:
-        from safetensors.torch import save_file
-
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        self.backbone.save_pretrained(str(out_dir))
-        save_file({k: v.detach().contiguous() for k, v in self.value_head.state_dict().items()}, str(out_dir / HEAD))
-        (out_dir / META).write_text(json.dumps({"loss": self.loss_kind, **(meta or {})}, indent=2) + "\n")
-
-    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """Raw head output at every position, [B, T] (float32)."""
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return self.value_head(hidden).squeeze(-1).float()
+        super().save_pretrained(out_dir)
+        (Path(out_dir) / META).write_text(json.dumps({"loss": self.loss_kind, **(meta or {})}, indent=2) + "\n")
 
     def to_score(self, raw: Tensor) -> Tensor:
         return raw.clamp(-1, 1) if self.loss_kind == "mse" else 2 * torch.sigmoid(raw) - 1

@@ -13,14 +13,13 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import random
-import socket
 import time
 from pathlib import Path
 
 import torch
 
+from learner.deepspeed_setup import init_deepspeed
 from reward.config import PRMTrainConfig
 from reward.prm import PRM, auc, pad, score_positions
 
@@ -95,15 +94,6 @@ def evaluate(model: PRM, rows: list[dict], pad_id: int) -> dict:
             "first_bad_located": located / failed if failed else None, "failed_responses": failed}
 
 
-def _init_dist() -> None:
-    if torch.distributed.is_initialized():
-        return
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-
-
 @contextlib.contextmanager
 def _no_progress(description: str, total: int):
     yield lambda: None
@@ -126,14 +116,7 @@ def train_prm(cfg: PRMTrainConfig, base_model: str, *, seed: int = 0, log=print,
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     model = PRM.from_pretrained(base_model, loss=cfg.loss)
 
-    _init_dist()
-    os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(
-        os.environ.get("PROCTOR_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "proctor"),
-        "torch_extensions"))
-    import deepspeed
-
-    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False  # world size 1: nothing to reduce
-    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+    deepspeed, _ = init_deepspeed()  # one process: world size 1, a free port
     engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config={
         "train_micro_batch_size_per_gpu": cfg.batch_size, "gradient_accumulation_steps": 1,
         "zero_optimization": {"stage": cfg.zero_stage}, "gradient_clipping": 1.0, "steps_per_print": 1 << 30,
