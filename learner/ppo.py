@@ -9,6 +9,8 @@ Turn-level value (RLEF): the critic is read at the last token of each turn's pro
 ``broadcast_turns`` copies each turn's advantage (or return) onto every token of that turn's reply.
 """
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -39,16 +41,22 @@ def masked_var(x: Tensor, mask: Tensor, dim: int | None = None, unbiased: bool =
     return var
 
 
-def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8) -> Tensor:
-    """Normalise ``x`` to mean 0 / std 1 over all masked entries (keep the mean if not ``shift_mean``).
-
-    Statistics use masked entries only; the result is 0 where ``mask`` is 0.
+def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8,
+                  all_sum: Callable[[list[float]], list[float]] | None = None) -> Tensor:
+    """Normalise ``x`` to mean 0 / std 1 (Bessel-corrected) over all masked entries (keep the mean if
+    not ``shift_mean``). Statistics use masked entries only; the result is 0 where ``mask`` is 0.
+    ``all_sum`` (sums a list of floats over data-parallel ranks) makes them the statistics of every
+    rank's entries: the learner whitens advantages this way.
     """
-    mean, var = masked_mean(x, mask), masked_var(x, mask)
-    out = (x - mean) * torch.rsqrt(var + eps)
+    m = _bool(mask)
+    local = [masked_sum(x, m).item(), masked_sum(x * x, m).item(), m.sum().item()]
+    s, s2, n = all_sum(local) if all_sum is not None else local
+    mean = s / max(n, 1)
+    var = max(s2 / max(n, 1) - mean * mean, 0.0) * n / max(n - 1, 1)
+    out = (x - mean) / (var + eps) ** 0.5
     if not shift_mean:
         out = out + mean
-    return torch.where(_bool(mask), out, torch.zeros_like(out))
+    return torch.where(m, out, torch.zeros_like(out))
 
 
 def token_gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float) -> tuple[Tensor, Tensor]:

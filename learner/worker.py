@@ -137,14 +137,6 @@ class PPOWorker:
         count = self._all_max(bucket_count([lengths[r] for r in rows], self.cfg.micro_batch_tokens))
         return buckets(rows, lengths, count)
 
-    def _whiten(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Whitening with mean and variance over all ranks' masked entries."""
-        m = mask.bool()
-        s, s2, n = self._all_sum([ppo.masked_sum(x, m).item(), ppo.masked_sum(x * x, m).item(), m.sum().item()])
-        mean = s / max(n, 1)
-        var = max(s2 / max(n, 1) - mean * mean, 0.0) * n / max(n - 1, 1)
-        return torch.where(m, (x - mean) / (var + 1e-8) ** 0.5, torch.zeros_like(x))
-
     # --- one PPO iteration ---------------------------------------------------------------------------
 
     @torch.no_grad()
@@ -179,7 +171,7 @@ class PPOWorker:
             adv, returns = ppo.turn_gae(rewards, old_values, batch.turn_mask, cfg.gamma, cfg.gae_lambda)
             vmask = batch.turn_mask
             if cfg.whiten_advantages:
-                adv = self._whiten(adv, vmask)
+                adv = ppo.masked_whiten(adv, vmask, all_sum=self._all_sum)
             token_adv = ppo.broadcast_turns(adv, batch.token_turn)
         else:
             # The value of the state before token p is the critic's output at p - 1.
@@ -189,7 +181,7 @@ class PPOWorker:
             adv, returns = ppo.token_gae(rewards, old_values, mask, cfg.gamma, cfg.gae_lambda)
             vmask = mask
             if cfg.whiten_advantages:
-                adv = self._whiten(adv, vmask)
+                adv = ppo.masked_whiten(adv, vmask, all_sum=self._all_sum)
             token_adv = adv
         batch.extra.update(old_logprobs=old_lp, advantages=token_adv, old_values=old_values, returns=returns)
         ev = ppo.explained_variance(old_values, returns, vmask)

@@ -10,6 +10,7 @@ from learner.ppo import (
     explained_variance,
     kl_penalty,
     masked_mean,
+    masked_sum,
     masked_var,
     masked_whiten,
     policy_loss,
@@ -354,3 +355,20 @@ def test_kl_loss_k3_is_zero_at_the_reference_and_pulls_back_to_it():
     assert torch.all(lp.grad[~mask] == 0)
     # gradient descent moves each logprob toward the reference's
     assert torch.all(torch.sign(-lp.grad[mask]) == torch.sign(ref[mask] - lp.detach()[mask]))
+
+
+def test_masked_whiten_over_ranks_equals_whitening_the_whole_batch():
+    """The learner whitens with statistics summed over data-parallel ranks (``all_sum``): two ranks'
+    halves, whitened that way, are the whole batch whitened at once."""
+    g = torch.Generator().manual_seed(1)
+    x = 2 - 4 * torch.randn(6, 10, generator=g, dtype=torch.float64)
+    mask = torch.rand(6, 10, generator=g) < 0.6
+    halves = [(x[:3], mask[:3]), (x[3:], mask[3:])]
+    stats = [[masked_sum(h, m).item(), masked_sum(h * h, m).item(), m.sum().item()] for h, m in halves]
+
+    def all_sum(_local):
+        return [a + b for a, b in zip(*stats)]
+
+    joined = torch.cat([masked_whiten(h, m, all_sum=all_sum) for h, m in halves])
+    torch.testing.assert_close(joined, masked_whiten(x, mask))
+    assert not torch.allclose(masked_whiten(x[:3], mask[:3]), masked_whiten(x, mask)[:3])
