@@ -1,9 +1,10 @@
 """``proctor bench weight-sync [--engines R] [--repeats N] [--dtype same|bfloat16] [--model M]``.
 
-The learner's weights to R vLLM EngineActors, against a plain memcpy of the same bytes, in one run:
-(a) push: the learner gathers its full weights, ``ray.put``s them once (one copy into the object
-store), and every engine fetches the reference (zero-copy) and loads it through vLLM's
-``reload_weights``; ``transport`` = push minus the engines' own load time;
+The learner's weights to R vLLM engines, against a plain memcpy of the same bytes, in one run:
+(a) push, the path ``proctor train`` runs: ``engines.load(learner.weights_ref(), version)``: the
+learner gathers its full weights and ``ray.put``s them once (one copy into the object store), and
+every engine of the ``EngineGroup`` fetches the reference (zero-copy) and loads it through vLLM's
+``reload_weights``; ``transport`` = push minus the slowest engine's own load time;
 (b) memcpy: ``np.copyto`` of the same arrays into preallocated buffers, in this process.
 Reports the median of ``--repeats`` pushes (after one warm-up), the range, and the ratios
 push/memcpy and transport/memcpy (goal <= 2x). Last line: one JSON object.
@@ -33,19 +34,26 @@ def main(argv: list[str]) -> int:
 
     from cluster.ray_local import init_ray
     from learner.group import LearnerGroup
-    from rollout.engine import engine_actor_class
+    from rollout.engine import EngineGroup
 
     ray = init_ray(num_cpus=2)
     console.print(f"learner (ZeRO {cfg.learner.zero_stage}) and {args.engines} engines on {model_dir}")
     group = LearnerGroup(model_dir, cfg.learner.model_copy(update={"world_size": 1}), seed=cfg.run.seed,
                          num_cpus_per_worker=0.5)
-    rollout = cfg.rollout.model_copy(update={"kv_cache_gib": 1})
-    engines = [engine_actor_class().options(num_cpus=0.1).remote(model_dir, rollout) for _ in range(args.engines)]
-    ray.get([e.stats.remote() for e in engines])
+    rollout = cfg.rollout.model_copy(update={"kv_cache_gib": 1, "engines": args.engines})
+    engines = EngineGroup(model_dir, rollout, seed=cfg.run.seed, num_cpus=0.1)
+    engines.wait_ready()
 
-    group.push_weights(engines, version=0, dtype=args.dtype)  # warm-up
-    pushes = [group.push_weights(engines, version=i + 1, dtype=args.dtype)
-              for i in track(range(args.repeats), description="push", console=console)]
+    def push(version: int) -> dict[str, float]:
+        t0 = time.perf_counter()
+        ref = group.weights_ref(args.dtype)
+        t1 = time.perf_counter()
+        load = engines.load(ref, version)
+        t2 = time.perf_counter()
+        return {"gather_put_s": t1 - t0, "engine_load_s": load, "total_s": t2 - t0}
+
+    push(0)  # warm-up
+    pushes = [push(i + 1) for i in track(range(args.repeats), description="push", console=console)]
 
     state = ray.get(group.weights_ref(args.dtype))
     nbytes = sum(a.nbytes for a in state.values())
@@ -77,8 +85,7 @@ def main(argv: list[str]) -> int:
         "ratio_transport_vs_memcpy": med(transport) / memcpy,
     }
     group.shutdown()
-    for e in engines:
-        ray.kill(e)
+    engines.shutdown()
     ray.shutdown()
     print(json.dumps(result))
     return 0

@@ -2,7 +2,7 @@
 
     group = LearnerGroup(model_dir, cfg, seed=0)
     metrics = group.train(samples)               # one PPO iteration over all workers
-    group.push_weights(engines, version)         # one ray.put, every engine gets the same reference
+    engines.load(group.weights_ref(), version)   # one ray.put on rank 0, every engine loads the same reference
     group.save(path); group.load(path)
 
 Samples are dealt to workers round-robin, so each gets the same count (required: every collective
@@ -12,7 +12,6 @@ must be entered by every rank) and a mix of lengths.
 from __future__ import annotations
 
 import socket
-import time
 
 from learner.batch import Sample, SampleError, assign_group_advantages, informative
 from learner.config import LearnerConfig
@@ -132,19 +131,6 @@ class LearnerGroup:
         """Reference to the actor's full weights in the object store (one copy, made on rank 0)."""
         refs = self._all("weights_ref", dtype or self.cfg.push_dtype)
         return refs[0][0]
-
-    def push_weights(self, engines: list, version: int, dtype: str | None = None) -> dict[str, float]:
-        """Put the weights once and have every engine load them (stamped ``version``); timings in s."""
-        import ray
-
-        t0 = time.perf_counter()
-        ref = self.weights_ref(dtype)
-        t1 = time.perf_counter()
-        engine_s = ray.get([e.update_weights.remote([ref], version) for e in engines])
-        t2 = time.perf_counter()
-        # engine_load_s: the slowest engine's own load (vLLM reload_weights); the rest is transport.
-        return {"gather_put_s": t1 - t0, "fetch_load_s": t2 - t1, "engine_load_s": max(engine_s, default=0.0),
-                "total_s": t2 - t0}
 
     def save(self, path: str) -> str:
         return self._all("save", str(path))[0]

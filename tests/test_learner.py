@@ -125,7 +125,7 @@ def test_two_workers_stay_identical_and_push_to_an_engine(ray_local, tiny_model_
 
     from learner.group import LearnerGroup
     from rollout.config import RolloutConfig
-    from rollout.engine import RemoteGenerator, engine_actor_class
+    from rollout.engine import EngineGroup
     from rollout.types import SamplingSpec
 
     ray = ray_local
@@ -142,12 +142,11 @@ def test_two_workers_stay_identical_and_push_to_an_engine(ray_local, tiny_model_
     assert digests[0]["actor"] != before[0]["actor"] and digests[0]["critic"] != before[0]["critic"]
     assert metrics["steps"] == 2 * 2 and np.isfinite(metrics["policy_loss"])
 
-    engine = engine_actor_class().remote(str(tiny_model_dir), RolloutConfig(max_model_len=512))
-    timings = group.push_weights([engine], version=7)
-    assert timings["total_s"] > 0
+    engines = EngineGroup(str(tiny_model_dir), RolloutConfig(max_model_len=512), num_cpus=0.1)
+    assert engines.load(group.weights_ref(), version=7) > 0  # the driver's push: one ray.put, every engine loads it
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     prompt = tok("def add(a, b):", add_special_tokens=False).input_ids
-    got = asyncio.run(RemoteGenerator([engine]).generate(prompt, SamplingSpec(temperature=0.0, max_tokens=12)))[0]
+    got = asyncio.run(engines.generate(prompt, SamplingSpec(temperature=0.0, max_tokens=12)))[0]
     trained = hf_with(tiny_model_dir, weights(ray, group))
     with torch.no_grad():
         hf = trained.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False,
@@ -167,7 +166,7 @@ def test_two_workers_stay_identical_and_push_to_an_engine(ray_local, tiny_model_
     assert torch.allclose(engine_lp, new_lp, atol=2e-3), (engine_lp, new_lp)
     assert (new_lp - old_lp).abs().max() > 2e-2, "training barely moved the policy: the test cannot tell"
     group.shutdown()
-    ray.kill(engine)
+    engines.shutdown()
 
 
 @pytest.mark.slow
