@@ -48,6 +48,19 @@ def weights(ray, group) -> dict:
     return ray.get(group.weights_ref())
 
 
+def on_policy_rounds(ray, group, model_dir, rounds: int = 8) -> tuple[list[float], list[dict]]:
+    """``rounds`` iterations, each on 16 episodes sampled from the weights the group last pushed:
+    the mean reward of each batch and the learner's metrics."""
+    rewards, metrics, state = [], [], None
+    for it in range(rounds):
+        batch = sample(hf_with(model_dir, state), 16, seed=it, version=it)
+        rewards.append(np.mean([s.turn_rewards[0] for s in batch]))
+        metrics.append(group.train(batch))
+        state = weights(ray, group)
+    group.shutdown()
+    return rewards, metrics
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("advantage", ["gae", "grpo", "rloo"])
 def test_ppo_raises_a_trivially_learnable_reward(ray_local, v16_model_dir, advantage):
@@ -57,14 +70,7 @@ def test_ppo_raises_a_trivially_learnable_reward(ray_local, v16_model_dir, advan
     cfg = LearnerConfig(lr=1e-3, warmup_steps=0, kl_beta=0.01, minibatch_size=8, ppo_epochs=2, zero_stage=2,
                         advantage=advantage)
     group = LearnerGroup(str(v16_model_dir), cfg, seed=0, num_cpus_per_worker=0.5)
-    rewards, metrics = [], []
-    state = None
-    for it in range(8):
-        batch = sample(hf_with(v16_model_dir, state), 16, seed=it, version=it)
-        rewards.append(np.mean([s.turn_rewards[0] for s in batch]))
-        metrics.append(group.train(batch))
-        state = weights(ray, group)
-    group.shutdown()
+    rewards, metrics = on_policy_rounds(ray, group, v16_model_dir)
     first, last = np.mean(rewards[:2]), np.mean(rewards[-2:])
     assert last > first + 0.15, f"mean reward did not rise: {rewards}"
     m = metrics[-1]

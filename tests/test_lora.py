@@ -5,7 +5,7 @@ resumes bit for bit."""
 import numpy as np
 import pytest
 import torch
-from test_learner import hf_with, sample, weights
+from test_learner import hf_with, on_policy_rounds, sample, weights
 
 from learner.config import LearnerConfig
 from learner.lora import add_adapters, merged_named, reference
@@ -71,13 +71,7 @@ def test_lora_learns_a_trivially_learnable_reward_without_a_reference_copy(ray_l
     group = LearnerGroup(str(v16_model_dir), cfg, seed=0, num_cpus_per_worker=0.5)
     assert ray.get(group.workers[0].has_reference.remote()) is False  # the base network is the reference
     full = sum(p.numel() for p in hf_with(v16_model_dir, None).parameters())
-    rewards, metrics, state = [], [], None
-    for it in range(8):
-        batch = sample(hf_with(v16_model_dir, state), 16, seed=it, version=it)
-        rewards.append(np.mean([s.turn_rewards[0] for s in batch]))
-        metrics.append(group.train(batch))
-        state = weights(ray, group)
-    group.shutdown()
+    rewards, metrics = on_policy_rounds(ray, group, v16_model_dir)
     assert np.mean(rewards[-2:]) > np.mean(rewards[:2]) + 0.1, f"mean reward did not rise: {rewards}"
     m = metrics[-1]
     assert 0 < m["trainable_params"] < full / 4
