@@ -13,7 +13,7 @@ PANELS = [
     ("turns", ["turns_mean", "invalid_turn_frac"]),
     ("tokens/s", ["rollout_tokens_per_s", "learner/tokens_per_s"]),
     ("losses", ["learner/policy_loss", "learner/value_loss"]),
-    ("seconds per phase", ["rollout_s", "learn_s", "push_s"]),
+    ("seconds per stage", ["rollout_s", "reward_s", "learn_s", "push_s"]),
 ]
 
 

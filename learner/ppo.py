@@ -177,13 +177,6 @@ def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor, kind: str =
     return sums / counts.clamp(min=1)
 
 
-def entropy_from_logits(logits: Tensor) -> Tensor:
-    """Entropy of the softmax over the last dim: [B, T, V] -> [B, T]; -inf logits are fine."""
-    logp = torch.log_softmax(logits, dim=-1)
-    p = logp.exp()
-    return -(p * torch.where(p > 0, logp, torch.zeros_like(logp))).sum(-1)
-
-
 def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> Tensor:
     """1 - Var(returns - values) / Var(returns) over masked entries (nan if returns are constant).
     1 = perfect critic, 0 = no better than a constant, < 0 = worse."""

@@ -1,6 +1,7 @@
 """Scoring with a trained PRM: every code line of every reply of an episode, in one forward pass.
 
-``PRMScorer`` is plain Python; ``prm_actor_class()`` wraps it as a Ray actor for the driver. A
+``PRMScorer`` is plain Python; ``prm_actor_class()`` wraps it as a Ray actor, and ``ProcessRewards``
+is the driver's handle on that actor (scoring plus PSGPO's dense shaping). A
 request is an episode's whole token sequence and its replies' spans; because the PRM is causal, one
 forward over the whole conversation scores each reply's lines in their full context (earlier
 turns and feedback included), exactly as the policy saw it.
@@ -8,13 +9,15 @@ turns and feedback included), exactly as the policy saw it.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
 
+from reward.config import RewardConfig
 from reward.lines import reply_lines
 from reward.prm import PRM, score_positions
-from reward.shaping import ReplyScores
+from reward.shaping import ReplyScores, dense_rewards, line_stats
 
 
 class PRMScorer:
@@ -53,3 +56,43 @@ def prm_actor_class():
     import ray
 
     return ray.remote(PRMScorer)
+
+
+class ProcessRewards:
+    """The driver's handle on PSGPO's process reward: a PRM scoring actor (replaced once if it dies)
+    and the dense shaping of its line scores."""
+
+    def __init__(self, cfg: RewardConfig, vocab: dict[str, int], threads: int = 1):
+        import ray
+
+        self.cfg, self.replaced = cfg, 0
+        self._spawn = lambda: prm_actor_class().options(num_cpus=cfg.prm_cpus).remote(
+            str(Path(cfg.prm_model).resolve()), threads)
+        self.actor = self._spawn()
+        if ray.get(self.actor.vocab.remote()) != vocab:
+            raise ValueError(f"reward.prm_model {cfg.prm_model}: its tokenizer differs from the policy's; the PRM "
+                             "reads the policy's token ids, so it must share the policy's vocabulary")
+
+    def __call__(self, episodes: list) -> tuple[list[list[float]], dict]:
+        """Per episode, per token: the dense reward; and the batch's PRM metrics."""
+        import ray
+
+        request = [(e.token_ids, [t.reply_span for t in e.turns], e.entry_point) for e in episodes]
+        try:
+            scored = ray.get(self.actor.score.remote(request))
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as e:
+            # replaced like engines and sandbox actors; a second loss is an error
+            logging.getLogger(__name__).warning("the PRM actor died (%s): replaced, batch scored again",
+                                                type(e).__name__)
+            self.actor, self.replaced = self._spawn(), self.replaced + 1
+            scored = ray.get(self.actor.score.remote(request))
+        dense = [dense_rewards(len(e.token_ids), replies, e.solved, self.cfg.prm_weight_correct,
+                               self.cfg.prm_weight_incorrect) for e, replies in zip(episodes, scored)]
+        stats = line_stats([r for replies in scored for r in replies])
+        return dense, {"prm/score_mean": stats["score_mean"], "prm/actors_replaced": self.replaced,
+                       "prm/dense_reward_mean": sum(map(sum, dense)) / max(len(dense), 1)}
+
+    def shutdown(self) -> None:
+        import ray
+
+        ray.kill(self.actor)

@@ -76,10 +76,6 @@ def reply_lines(tokenizer, ids: list[int], entry_point: str | None = None) -> li
     return lines
 
 
-def code_lines(lines: list[Line]) -> list[Line]:
-    return [ln for ln in lines if ln.scored]
-
-
 def line_shares(kinds: list[list[str]]) -> dict[str, float]:
     """Reward-hacking watch over replies (each a list of line kinds): code lines per reply and the
     share of comments among code + comment lines."""

@@ -247,18 +247,6 @@ def engine_actor_class():
     return EngineActor
 
 
-class RemoteGenerator:
-    """A ``Generator`` over Ray EngineActors (round robin)."""
-
-    def __init__(self, actors: list):
-        self.actors = actors
-        self._rr = itertools.count()
-
-    async def generate(self, prompt_ids: list[int], spec: SamplingSpec) -> list[Generation]:
-        actor = self.actors[next(self._rr) % len(self.actors)]
-        return await actor.generate.remote(prompt_ids, spec)
-
-
 class EngineGroup:
     """R EngineActors behind one ``Generator`` that survives engine deaths: a request whose engine
     died is retried on a replacement (same model and seed, loaded with the last pushed weights

@@ -18,14 +18,8 @@ from typing import ClassVar
 import gymnasium as gym
 
 from reward.config import RewardConfig
-from rollout.episode import (
-    FeedbackBank,
-    FeedbackPolicy,
-    close_turn,
-    known_private,
-    needs_public_run,
-    turn_reward,
-)
+from reward.outcome import turn_reward
+from rollout.episode import FeedbackBank, FeedbackPolicy, close_turn, known_private, needs_public_run
 from rollout.prompts import first_turn
 from rollout.types import Turn
 from sandbox_pool.code import extract_code

@@ -17,7 +17,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
-from reward.config import RewardConfig
 from rollout.prompts import first_turn
 from rollout.types import Episode, Generation, Generator, SamplingSpec, Turn
 from sandbox_pool.code import extract_code
@@ -166,26 +165,6 @@ def known_private(turn: Turn) -> Verdict | None:
     if "infra_error" in turn.public_statuses:
         return Verdict("infra_error")
     return Verdict("fail") if turn.code is None else None
-
-
-def turn_reward(turn: Turn, cfg: RewardConfig, private_verdict: str | None = None) -> float:
-    """RLEF's reward of one turn; pass ``private_verdict`` for the final turn only (every other turn
-    is followed by another attempt and pays ``turn_cost``)."""
-    r = cfg.invalid_turn if turn.code is None else 0.0
-    if private_verdict == "infra_error":
-        raise ValueError("the episode hit a sandbox infra error: drop it, do not score it")
-    if private_verdict is not None:
-        r += cfg.success if private_verdict == "pass" else cfg.failure
-    else:
-        r += cfg.turn_cost
-    return r
-
-
-def rlef_rewards(episode: Episode, reward_cfg: RewardConfig) -> list[float]:
-    """Per-turn rewards: the invalid-turn penalty on invalid turns, success/failure on the last turn."""
-    n = len(episode.turns)
-    return [turn_reward(t, reward_cfg, episode.private_verdict if i == n - 1 else None)
-            for i, t in enumerate(episode.turns)]
 
 
 async def run_episode(problem: Problem, generator: Generator, judge: JudgeFn, tokenizer, *, max_turns: int = 3,

@@ -57,7 +57,3 @@ class Episode:
     @property
     def solved(self) -> bool:
         return self.private_verdict == "pass"
-
-    @property
-    def final_code(self) -> str | None:
-        return self.turns[-1].code if self.turns else None

@@ -13,11 +13,11 @@ def test_engine_actor_generates_and_takes_weights_from_the_object_store(ray_loca
     import torch
     from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
 
-    from rollout.engine import RemoteGenerator, engine_actor_class
+    from rollout.engine import EngineGroup
 
     ray = ray_local
-    actor = engine_actor_class().remote(str(tiny_model_dir), RolloutConfig(max_model_len=1024))
-    gen = RemoteGenerator([actor])
+    gen = EngineGroup(str(tiny_model_dir), RolloutConfig(max_model_len=1024), num_cpus=0.1)
+    actor = gen.actors[0]
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     prompt = tok("def add(a, b):", add_special_tokens=False).input_ids
     spec = SamplingSpec(temperature=0.0, max_tokens=12)
@@ -37,7 +37,7 @@ def test_engine_actor_generates_and_takes_weights_from_the_object_store(ray_loca
     assert after.token_ids == hf[: len(after.token_ids)]
     stats = ray.get(actor.stats.remote())
     assert stats["version"] == 3 and 0 < stats["busy_s"] <= stats["wall_s"]
-    ray.kill(actor)
+    gen.shutdown()
 
 
 @pytest.mark.slow
@@ -46,19 +46,18 @@ def test_episodes_over_engine_actors_and_the_sandbox_pool(ray_local, tiny_model_
     from transformers import AutoTokenizer
 
     from cluster.problems import load_problems
-    from rollout.engine import RemoteGenerator, engine_actor_class
+    from rollout.engine import EngineGroup
     from rollout.episode import run_episode
     from sandbox_pool.pool import SandboxPool
 
     ray = ray_local
-    cls = engine_actor_class()
-    actors = [cls.remote(str(tiny_model_dir), RolloutConfig(max_model_len=1024)) for _ in range(2)]
+    gen = EngineGroup(str(tiny_model_dir), RolloutConfig(max_model_len=1024, engines=2), num_cpus=0.1)
+    actors = gen.actors
     pool = SandboxPool(actors=1, slots=2)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     problems = load_problems("bundled", limit=4)
 
     async def run():
-        gen = RemoteGenerator(actors)
         spec = SamplingSpec(temperature=1.0, max_tokens=16, seed=0)
         return await asyncio.gather(*(run_episode(p, gen, pool.judge, tok, max_turns=2, spec=spec) for p in problems))
 
@@ -70,8 +69,7 @@ def test_episodes_over_engine_actors_and_the_sandbox_pool(ray_local, tiny_model_
     busy = [ray.get(a.stats.remote())["busy_s"] for a in actors]
     assert all(b > 0 for b in busy), "both engines should have served episodes"
     pool.shutdown()
-    for a in actors:
-        ray.kill(a)
+    gen.shutdown()
 
 
 @pytest.mark.slow

@@ -15,8 +15,9 @@ from test_episode import (  # the scripted policy and problems (tests/ is on sys
     ScriptedGenerator,
 )
 
+from reward.outcome import rlef_rewards
 from rollout.env import ENV_ID, RAY_ENV_NAME, RLEFEnv, register
-from rollout.episode import local_judge, rlef_rewards, run_episode
+from rollout.episode import local_judge, run_episode
 from rollout.prompts import first_turn
 from sandbox_pool.judge import TestResult as Result
 from sandbox_pool.judge import Verdict, judge

@@ -8,12 +8,12 @@ from itertools import chain
 import pytest
 
 from reward.config import RewardConfig
+from reward.outcome import rlef_rewards
 from rollout.episode import (
     NO_CODE,
     Conversation,
     FeedbackBank,
     local_judge,
-    rlef_rewards,
     run_episode,
 )
 from rollout.prompts import first_turn
@@ -179,7 +179,7 @@ def test_episode_becomes_a_valid_learner_sample(tok, sandbox):
     from learner.batch import collate
 
     ep, gen = play(ADD, tok, sandbox, [NO_CODE_REPLY, WRONG_ADD, RIGHT_ADD])
-    s = to_sample(ep, CFG)
+    s = to_sample(ep, rlef_rewards(ep, CFG))
     s.validate()
     assert s.turn_rewards == [-0.2, 0.0, 1.0] and s.version == 7 and s.id == "add"
     b = collate([s], pad_id=0)

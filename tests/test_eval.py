@@ -39,7 +39,7 @@ def test_eval_cli_reports_bad_input_clearly(capsys):
 
 
 def test_pass_at_k_estimator():
-    from cluster.eval import pass_at_k
+    from cluster.rollouts import pass_at_k
 
     assert pass_at_k(10, 0, 1) == 0.0
     assert pass_at_k(10, 10, 5) == 1.0

@@ -6,7 +6,6 @@ import torch
 from learner import ppo
 from learner.ppo import (
     broadcast_turns,
-    entropy_from_logits,
     explained_variance,
     kl_penalty,
     masked_mean,
@@ -271,17 +270,6 @@ def test_explained_variance():
     noisy = returns + 0.5 * torch.randn(4, 10, generator=g)
     assert 0.0 < explained_variance(noisy, returns, mask).item() < 1.0
     assert math.isnan(explained_variance(const, torch.ones_like(returns), mask).item())
-
-
-def test_entropy_from_logits():
-    g = torch.Generator().manual_seed(0)
-    logits = torch.randn(2, 5, 11, generator=g)
-    expected = torch.distributions.Categorical(logits=logits).entropy()
-    torch.testing.assert_close(entropy_from_logits(logits), expected)
-    torch.testing.assert_close(entropy_from_logits(torch.zeros(1, 2, 8)), torch.full((1, 2), math.log(8)))
-    peaked = torch.full((1, 1, 4), float("-inf"))
-    peaked[..., 2] = 0.0
-    assert entropy_from_logits(peaked).item() == 0.0
 
 
 def _shaping_case():

@@ -148,8 +148,7 @@ def test_bad_label_file_names_row_and_field(tmp_path, tiny_model_dir):
 
 
 def test_process_rewards_shape_an_episode(ray_local, label_rows, prm_dir, tok):
-    from cluster.train import ProcessRewards
-    from reward.actor import PRMScorer
+    from reward.actor import PRMScorer, ProcessRewards
     from rollout.types import Episode, Turn
 
     rows, _, _ = label_rows
@@ -161,7 +160,7 @@ def test_process_rewards_shape_an_episode(ray_local, label_rows, prm_dir, tok):
     ep = Episode("sum3", ids, [0] * a + [1] * (len(ids) - a), [0.0] * len(ids), [turn], "fail")
     cfg = load_config(ROOT / "configs" / "tiny.yaml", ["reward.prm=true", f"reward.prm_model={prm_dir}",
                                                        "reward.prm_weight_correct=0.5", "reward.prm_weight_incorrect=0.25"])
-    prm = ProcessRewards(cfg, tok)
+    prm = ProcessRewards(cfg.reward, tok.get_vocab())
     try:
         [dense], metrics = prm([ep])
         ray_local.kill(prm.actor)  # a dead PRM actor is replaced and the batch scored again

@@ -179,7 +179,7 @@ def test_one_step_off_rollouts_run_one_version_behind(ray_local, tiny_model_dir,
 def test_metrics_log_truncates_to_the_checkpoint(tmp_path):
     """A driver killed between logging iteration N and checkpointing it resumes after N - 1: row N
     goes, so the rerun of N is not logged twice."""
-    from cluster.train import MetricsLog
+    from cluster.metrics import MetricsLog
 
     log = MetricsLog(tmp_path)
     for i in (1, 2, 3):

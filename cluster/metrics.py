@@ -1,0 +1,97 @@
+"""What a training run records: one JSONL row and TensorBoard scalars per iteration, the metrics of a
+batch of episodes, the stage timer, and the closing summary table."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from reward.lines import classify, line_shares
+
+
+class MetricsLog:
+    """One JSON line per iteration, and the numeric values as TensorBoard scalars."""
+
+    def __init__(self, run_dir: Path):
+        from torch.utils.tensorboard import SummaryWriter  # torch's import is slow: only when a run logs
+
+        self.path = run_dir / "metrics.jsonl"
+        self.tb = SummaryWriter(str(run_dir / "tb"))
+
+    def write(self, row: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        for key, value in row.items():
+            if isinstance(value, int | float) and key != "iteration":
+                self.tb.add_scalar(key, value, row["iteration"])
+        self.tb.flush()
+
+    def truncate(self, iterations: int) -> int:
+        """Keep the rows of the first ``iterations`` (a resume from a checkpoint that an iteration
+        logged after it did not reach); returns how many rows were dropped."""
+        if not self.path.exists():
+            return 0
+        lines = [x for x in self.path.read_text().splitlines() if x.strip()]
+        kept = [x for x in lines if json.loads(x)["iteration"] <= iterations]
+        self.path.write_text("".join(x + "\n" for x in kept))
+        return len(lines) - len(kept)
+
+    def close(self) -> None:
+        self.tb.close()
+
+
+class StageTimer:
+    """``with timer("learn"): ...`` records ``learn_s``; ``timer.seconds`` holds every stage's time."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[f"{stage}_s"] = time.perf_counter() - t
+
+
+def reply_line_metrics(episodes: list) -> dict:
+    """Code lines per attempt and the comment share of the replies (watched for reward hacking)."""
+    return line_shares([[k for _, k in classify(t.reply, e.entry_point)] for e in episodes for t in e.turns])
+
+
+def episode_metrics(episodes: list) -> dict:
+    n = max(len(episodes), 1)
+    return {**reply_line_metrics(episodes),
+            "episodes": len(episodes),
+            "solve_rate": sum(e.solved for e in episodes) / n,
+            "first_turn_public_pass": sum(bool(e.turns) and e.turns[0].public_passed for e in episodes) / n,
+            "turns_mean": sum(len(e.turns) for e in episodes) / n,
+            "invalid_turn_frac": sum(t.code is None for e in episodes for t in e.turns) / max(
+                sum(len(e.turns) for e in episodes), 1),
+            "reply_tokens_mean": sum(sum(e.action_mask) for e in episodes) / n}
+
+
+def summary(rows: list[dict], console: Console) -> dict:
+    """The run's table on the console, and its summary (first and last reward, total time, last eval)."""
+    table = Table(title="proctor train")
+    cols = {"iteration": "iter", "reward_mean": "reward", "solve_rate": "solved", "turns_mean": "turns",
+            "learner/kl_ref": "KL", "rollout_tokens_per_s": "rollout tok/s", "learner/tokens_per_s": "learn tok/s",
+            "iteration_s": "s"}
+    for header in cols.values():
+        table.add_column(header, justify="right")
+    for r in rows:
+        table.add_row(*(f"{r.get(c, float('nan')):.3g}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols))
+    console.print(table)
+    if not rows:
+        return {"iterations": 0}
+    return {"iterations": rows[-1]["iteration"], "reward_first": rows[0]["reward_mean"],
+            "reward_last": rows[-1]["reward_mean"], "solve_rate_last": rows[-1]["solve_rate"],
+            "total_s": sum(r["iteration_s"] for r in rows),
+            **{k: v for k, v in rows[-1].items() if k.startswith("eval/")}}
