@@ -13,6 +13,9 @@ class RewardConfig(BaseModel):
     turn_cost: float = Field(default=0.0, le=0, description="added for every turn that another attempt follows (a retry "
                              "costs this much); 0 = RLEF, where only the final verdict counts and a first-attempt "
                              "solve is worth no more than a recovered one")
+    repeat_cost: float = Field(default=0.0, le=0, description="added for a turn whose code an earlier turn of the "
+                               "episode already ran (the feedback said it failed): resubmitting it unchanged is "
+                               "no attempt at all; 0 = RLEF")
     prm: bool = Field(default=False, description="add the PRM's dense line rewards (needs prm_model)")
     prm_model: str | None = Field(default=None, description="a PRM directory written by `proctor prm train`")
     prm_weight_correct: float = Field(default=0.1, ge=0, description="lambda+: dense weight when the final code passes")

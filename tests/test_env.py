@@ -15,6 +15,7 @@ from test_episode import (  # the scripted policy and problems (tests/ is on sys
     ScriptedGenerator,
 )
 
+from reward.config import RewardConfig
 from reward.outcome import rlef_rewards
 from rollout.env import ENV_ID, RAY_ENV_NAME, RLEFEnv, register
 from rollout.episode import local_judge, run_episode
@@ -36,16 +37,21 @@ def rollout(env, problem_id, replies):
     return seen, rewards, infos, ends
 
 
-@pytest.mark.parametrize("problem, replies", [(ADD, [WRONG_ADD, RIGHT_ADD]),
-                                              (DOUBLE, [NO_CODE_REPLY, WRONG_DOUBLE, WRONG_DOUBLE, RIGHT_DOUBLE])])
-def test_env_matches_run_episode(problem, replies, sandbox, tiny_model_dir):
+@pytest.mark.parametrize("problem, replies, costs", [
+    (ADD, [WRONG_ADD, RIGHT_ADD], {}),
+    (DOUBLE, [NO_CODE_REPLY, WRONG_DOUBLE, WRONG_DOUBLE, RIGHT_DOUBLE], {}),
+    (ADD, [WRONG_ADD, WRONG_ADD, RIGHT_ADD], {"turn_cost": -0.5, "repeat_cost": -0.3})])
+def test_env_matches_run_episode(problem, replies, costs, sandbox, tiny_model_dir):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     ep = asyncio.run(run_episode(problem, ScriptedGenerator(tok, replies), local_judge(sandbox), tok))
-    env = RLEFEnv([ADD, DOUBLE], lambda p, c, w: judge(sandbox, p, c, w), max_turns=3, seed=0)
+    env = RLEFEnv([ADD, DOUBLE], lambda p, c, w: judge(sandbox, p, c, w), max_turns=3, seed=0,
+                  reward_cfg=RewardConfig(**costs))
     seen, rewards, infos, ends = rollout(env, problem.id, replies)
     assert rewards == rlef_rewards(ep, env.reward_cfg) and ends == (True, False)
+    if costs:  # the repeated second attempt pays both costs
+        assert rewards == pytest.approx([-0.5, -0.8, 1.0])
     assert seen == [first_turn(problem), *[t.feedback for t in ep.turns]] and seen[-1] == ""
     assert [i["public_passed"] for i in infos] == [t.public_passed for t in ep.turns]
     assert [i["code"] for i in infos] == [t.code for t in ep.turns] and [i["turn"] for i in infos] == [0, 1, 2][: len(infos)]

@@ -202,3 +202,17 @@ def test_turn_cost_makes_a_first_attempt_solve_worth_more_than_a_recovered_one(t
     assert rlef_rewards(recovered, CFG) == [-0.2, 0.0, 1.0]   # 0 (the default) is RLEF's reward
     with pytest.raises(ValueError, match="turn_cost"):
         CFG.model_validate({"turn_cost": 0.5})
+
+
+def test_repeat_cost_is_paid_by_a_turn_that_resubmits_code_already_run(tok, sandbox):
+    """reward.repeat_cost: a retry whose code an earlier turn ran (and the feedback said failed) pays
+    it, on top of anything else; a changed retry, a first attempt and an invalid turn do not."""
+    cfg = CFG.model_copy(update={"repeat_cost": -0.3, "turn_cost": -0.5})
+    repeated, _ = play(ADD, tok, sandbox, [WRONG_ADD, WRONG_ADD, NO_CODE_REPLY])
+    changed, _ = play(ADD, tok, sandbox, [WRONG_ADD, NO_CODE_REPLY, RIGHT_ADD])
+    assert repeated.turns[0].code == repeated.turns[1].code is not None
+    assert rlef_rewards(repeated, cfg) == pytest.approx([-0.5, -0.8, -1.2])
+    assert rlef_rewards(changed, cfg) == pytest.approx([-0.5, -0.7, 1.0])
+    assert rlef_rewards(repeated, CFG) == [0.0, 0.0, -1.2]   # 0 (the default) is RLEF's reward
+    with pytest.raises(ValueError, match="repeat_cost"):
+        CFG.model_validate({"repeat_cost": 0.1})
