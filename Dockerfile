@@ -17,6 +17,7 @@ COPY rollout rollout
 COPY learner learner
 COPY reward reward
 COPY sandbox_pool sandbox_pool
+COPY problems problems
 COPY bench bench
 COPY configs configs
 RUN bash scripts/setup.sh && .venv/bin/proctor model prepare

@@ -137,8 +137,8 @@ def main(argv: list[str]) -> int:
         return 2
     from cluster.config import load_config
     from cluster.model import resolve
-    from cluster.problems import load_problems
-    from sandbox_pool.problem import Problem
+    from problems import load_problems
+    from problems.format import Problem
 
     cfg = load_config(overrides=args.overrides)
     model_dir = str(resolve(cfg.model.name, log=console.print))

@@ -21,8 +21,8 @@ import time
 
 from cluster.config import load_config
 from cluster.model import resolve
-from cluster.problems import load_problems
 from cluster.progress import make_console
+from problems import load_problems
 from rollout.engine import Engine, sampling_params
 from rollout.episode import Conversation, local_judge, run_episode
 from rollout.prompts import first_turn

@@ -25,10 +25,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 import cluster.ray_local  # noqa: F401  (before anything imports ray)
-from cluster.problems.humaneval import convert, humaneval_path
 from cluster.progress import make_console
+from problems.format import Problem
+from problems.humaneval import convert, humaneval_path
 from sandbox_pool.judge import DEFAULT_OUTPUT_BYTES, request, selected_tests, test_result
-from sandbox_pool.problem import Problem
 
 EXECUTORS = ("pool", "bwrap_per_run", "subprocess_per_run")
 

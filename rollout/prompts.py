@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sandbox_pool.problem import Problem
+from problems.format import Problem
 
 FENCE_HINT = "Your code should be enclosed in triple backticks like so: ```python YOUR CODE HERE ```."
 

@@ -13,7 +13,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Literal
 
-from sandbox_pool.problem import AssertTest, Problem, StdioTest
+from problems.format import AssertTest, Problem, StdioTest
 from sandbox_pool.runner import Sandbox
 
 Status = Literal["pass", "wrong_answer", "runtime_error", "timeout", "memory", "output_limit", "infra_error"]

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 import ray
 
+from problems.format import Problem
 from sandbox_pool.judge import (
     DEFAULT_OUTPUT_BYTES,
     Verdict,
@@ -19,7 +20,6 @@ from sandbox_pool.judge import (
     selected_tests,
     verdict_from,
 )
-from sandbox_pool.problem import Problem
 from sandbox_pool.runner import Backend, Sandbox
 
 log = logging.getLogger(__name__)

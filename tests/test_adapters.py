@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from cluster.problems import DataError, load_problems
-from cluster.problems.adapters import ADAPTERS, HUB_NAMES, decode_lcb_tests
+from problems import DataError, load_problems
+from problems.adapters import ADAPTERS, HUB_NAMES, decode_lcb_tests
 from sandbox_pool.judge import judge
 
 HUB = Path(__file__).parent / "data" / "hub"

@@ -4,8 +4,8 @@ import difflib
 
 import pytest
 
-from cluster.problems import load_problems, load_solutions
-from cluster.problems.load import BUNDLED_DIR
+from problems import load_problems, load_solutions
+from problems.load import BUNDLED_DIR
 from sandbox_pool.judge import judge_many
 
 

@@ -45,7 +45,7 @@ def test_episodes_over_engine_actors_and_the_sandbox_pool(ray_local, tiny_model_
     """The distributed path: RLEF episodes as coroutines over 2 EngineActors and a SandboxPool."""
     from transformers import AutoTokenizer
 
-    from cluster.problems import load_problems
+    from problems import load_problems
     from rollout.engine import EngineGroup
     from rollout.episode import run_episode
     from sandbox_pool.pool import SandboxPool
@@ -79,7 +79,7 @@ def test_engine_killed_mid_rollout_is_replaced_with_the_pushed_weights(ray_local
     import torch
     from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
 
-    from cluster.problems import load_problems
+    from problems import load_problems
     from rollout.engine import EngineGroup
     from rollout.episode import run_episode
     from sandbox_pool.pool import SandboxPool

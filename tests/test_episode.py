@@ -7,6 +7,7 @@ from itertools import chain
 
 import pytest
 
+from problems.format import Problem
 from reward.config import RewardConfig
 from reward.outcome import rlef_rewards
 from rollout.episode import (
@@ -21,7 +22,6 @@ from rollout.types import Generation, SamplingSpec
 from sandbox_pool.feedback import RETRY
 from sandbox_pool.judge import TestResult as Result
 from sandbox_pool.judge import Verdict
-from sandbox_pool.problem import Problem
 
 ADD = Problem(id="add", prompt="Write add(a, b) that returns a + b.", kind="assert", entry_point="add",
               public_tests=[{"code": "assert add(1, 2) == 3"}],

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from cluster.problems import load_problems
-from cluster.problems.humaneval import humaneval_path
+from problems import load_problems
+from problems.humaneval import humaneval_path
 from sandbox_pool.judge import judge_many
 
 

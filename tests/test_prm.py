@@ -13,9 +13,9 @@ import torch
 
 from cluster.config import load_config
 from cluster.prm import label_problem
+from problems.format import Problem
 from rollout.episode import local_judge
 from rollout.types import Generation
-from sandbox_pool.problem import Problem
 
 ROOT = Path(__file__).resolve().parent.parent
 SUM = Problem(id="sum3", prompt="Write sum3(a, b, c) returning a + b + c.", kind="assert", entry_point="sum3",

