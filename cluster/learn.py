@@ -10,6 +10,8 @@ there, so a rerun (after Ctrl-C, a crash, a time limit) goes on where it stopped
   training never sees (its first ``data.skip`` problems);
 - ``seedS``: ``proctor train`` with ``run.seed=S`` (resumed from its checkpoint if one exists), then
   the same two evaluations of its final policy;
+- with ``--rlef-sampling``, each model is also evaluated on ``data.eval`` under RLEF's protocol
+  (temperature 0.2, top-p 0.95, one rollout per problem), paired the same way;
 - the report: per seed, McNemar's exact test on the paired per-problem outcomes, ``results.json``,
   ``per_problem.jsonl``, ``report.md``, ``training.png`` and ``heldout.png`` in ``--out``.
 """
@@ -59,10 +61,15 @@ def outcomes(eval_dir: Path) -> dict[str, dict[str, bool]]:
             f"1@{turns}": {r["id"]: r["solved"] > 0 for r in rows}}
 
 
-def _eval(model: str, dataset: str, out: Path, a, log: Path, *, limit: int | None = None) -> int:
+SAMPLED = "eval-t0.2"   # RLEF's protocol: temperature 0.2, top-p 0.95 (one rollout per problem)
+SAMPLED_ARGS = ["--temperature", "0.2", "--top-p", "0.95"]
+
+
+def _eval(model: str, dataset: str, out: Path, a, log: Path, *, limit: int | None = None,
+          extra: list[str] = ()) -> int:
     if (out / "metrics.json").exists():
         return 0
-    args = ["eval", "--config", a.config, "--model", model, "--dataset", dataset, "--out", str(out)]
+    args = ["eval", "--config", a.config, "--model", model, "--dataset", dataset, "--out", str(out), *extra]
     # data.skip is the training run's (the held-out slice): every evaluation starts at problem 0
     return run_cli([*args, *(["--limit", str(limit)] if limit else []), *a.overrides, "data.skip=0"], log)[0]
 
@@ -92,10 +99,13 @@ def run_learn(a, console: Console) -> int:
                 return rc
         console.print(f"{name}: evaluating on {cfg.data.eval} and {cfg.data.train}[:{slice_n}]")
         t0 = time.perf_counter()
-        for dataset, sub, limit in [(cfg.data.eval, "eval", a.eval_limit), (cfg.data.train, "eval-train-slice", slice_n)]:
+        evals = [(cfg.data.eval, "eval", a.eval_limit, []), (cfg.data.train, "eval-train-slice", slice_n, [])]
+        if a.rlef_sampling:
+            evals.append((cfg.data.eval, SAMPLED, a.eval_limit, SAMPLED_ARGS))
+        for dataset, sub, limit, extra in evals:
             if sub == "eval-train-slice" and not slice_n:
                 continue
-            rc = _eval(model, dataset, run_dir / sub, a, log, limit=limit)
+            rc = _eval(model, dataset, run_dir / sub, a, log, limit=limit, extra=extra)
             if rc != 0:
                 console.print(f"[red]{name}: evaluation on {dataset} failed[/] (exit {rc}):\n{log_tail(log)}")
                 return rc
@@ -139,7 +149,9 @@ def write_report(out: Path, runs: Path, seeds: list[int]) -> Path:
                  "base_invalid_turns": base_metrics["invalid_turns"], "seeds": [], "trained_pass1": [],
                  f"trained_1at{turns}": [], "p_value": [], f"p_value_1at{turns}": [], "gained": [], "lost": [],
                  "recovered_by_feedback": [], "trained_invalid_turns": [], "wall_minutes": [], "iterations_minutes": [],
-                 "learner_restarts": [], "train_slice": []}
+                 "learner_restarts": [], "train_slice": [], "rlef_sampled": []}
+    has_sampled = (base_dir / SAMPLED / "metrics.json").exists()
+    base_sampled = outcomes(base_dir / SAMPLED) if has_sampled else None
     per_problem, samples = [], []
     for seed in seeds:
         run_dir = runs / f"seed{seed}"
@@ -169,6 +181,14 @@ def write_report(out: Path, runs: Path, seeds: list[int]) -> Path:
                                        "trained_pass1": q1["trained"], "p_value": q1["p_value"],
                                        f"base_1at{turns}": qk["base"], f"trained_1at{turns}": qk["trained"],
                                        f"p_value_1at{turns}": qk["p_value"]})
+        if has_sampled and (run_dir / SAMPLED / "metrics.json").exists():
+            ts = outcomes(run_dir / SAMPLED)
+            q1, qk = paired(base_sampled["pass@1"], ts["pass@1"]), paired(base_sampled[k_at], ts[k_at])
+            ms = json.loads((run_dir / SAMPLED / "metrics.json").read_text())
+            res["rlef_sampled"].append({"seed": seed, "base_pass1": q1["base"], "trained_pass1": q1["trained"],
+                                        "p_value": q1["p_value"], f"base_1at{turns}": qk["base"],
+                                        f"trained_1at{turns}": qk["trained"], f"p_value_1at{turns}": qk["p_value"],
+                                        "recovered_by_feedback": ms["recovered_by_feedback"]})
         for pid in base["pass@1"]:
             per_problem.append({"seed": seed, "id": pid, "base_pass1": base["pass@1"][pid],
                                 "trained_pass1": tr["pass@1"][pid], f"base_1at{turns}": base[k_at][pid],
@@ -246,6 +266,14 @@ def _markdown(res: dict, turns: int, samples: list, pngs: list[str]) -> str:
         for s in res["train_slice"]:
             lines.append(f"| {s['seed']} | {s['problems']} | {s['base_pass1']} -> {s['trained_pass1']} | {s['p_value']:.3g} | "
                          f"{s[f'base_1at{turns}']} -> {s[f'trained_1at{turns}']} | {s[f'p_value_1at{turns}']:.3g} |")
+    if res["rlef_sampled"]:
+        lines += ["", f"RLEF's sampling protocol on {res['dataset']} (temperature 0.2, top-p 0.95, one rollout per problem):", "",
+                  f"| seed | pass@1 base -> trained | p | 1@{turns} base -> trained | p | recovered by feedback |",
+                  "|---|---|---|---|---|---|"]
+        for s in res["rlef_sampled"]:
+            lines.append(f"| {s['seed']} | {s['base_pass1']} -> {s['trained_pass1']} | {s['p_value']:.3g} | "
+                         f"{s[f'base_1at{turns}']} -> {s[f'trained_1at{turns}']} | {s[f'p_value_1at{turns}']:.3g} | "
+                         f"{s['recovered_by_feedback']} |")
     lines += ["", *(f"![{p}]({p})" for p in pngs)]
     if samples:
         lines += ["", "## Before / after (first attempt)"]
@@ -264,4 +292,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-limit", type=int, default=None, help="only the first N problems of data.eval (a quick look)")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep each seed's DeepSpeed checkpoint")
     p.add_argument("--report-only", action="store_true", help="redraw the report from what has finished")
+    p.add_argument("--rlef-sampling", action="store_true",
+                   help="also evaluate data.eval under RLEF's protocol (temperature 0.2, top-p 0.95), paired the same way")
     p.add_argument("overrides", nargs="*", help="key=value config overrides, for every stage")

@@ -62,6 +62,23 @@ def test_report_pairs_each_seed_with_the_base(tmp_path):
     assert (out / "training.png").stat().st_size > 0 and (out / "heldout.png").stat().st_size > 0
 
 
+def test_report_adds_rlef_sampling_when_evaluated(tmp_path):
+    """With --rlef-sampling's evaluations (eval-t0.2) the report pairs them too; without, no section."""
+    runs, out = tmp_path / "runs", tmp_path / "report"
+    ids = [f"p{i}" for i in range(10)]
+    for run, first, final in [("base", 3, 3), ("seed0", 3, 3)]:
+        _eval_dir(runs / run / "eval", {k: (i < first, i < final) for i, k in enumerate(ids)})
+    assert "RLEF's sampling protocol" not in write_report(out, runs, [0]).read_text()
+    _eval_dir(runs / "base" / "eval-t0.2", {k: (i < 2, i < 3) for i, k in enumerate(ids)}, recovered=1)
+    _eval_dir(runs / "seed0" / "eval-t0.2", {k: (i < 4, i < 7) for i, k in enumerate(ids)}, recovered=3)
+    text = write_report(out, runs, [0]).read_text()
+    res = json.loads((out / "results.json").read_text())
+    assert res["rlef_sampled"] == [{"seed": 0, "base_pass1": 2, "trained_pass1": 4, "p_value": mcnemar_exact(2, 0),
+                                    "base_1at3": 3, "trained_1at3": 7, "p_value_1at3": mcnemar_exact(4, 0),
+                                    "recovered_by_feedback": 3}]
+    assert "| 0 | 2 -> 4 | 0.5 | 3 -> 7 | 0.125 | 3 |" in text
+
+
 def test_report_without_a_base_evaluation_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match="base evaluation has not finished"):
         write_report(tmp_path / "r", tmp_path / "runs", [0])
