@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import shutil
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -34,7 +33,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from learner import ppo
+from learner import checkpoint, ppo
 from learner.batch import (
     Batch,
     Sample,
@@ -355,46 +354,14 @@ class PPOWorker:
     # --- checkpoints ---------------------------------------------------------------------------------
 
     def save(self, path: str | Path) -> str:
-        """DeepSpeed checkpoints of actor and critic (weights, optimizer, lr schedule) plus each rank's
-        RNG states; every rank must call it. Returns the tag."""
-        path = Path(path)
-        tag = f"step{self.steps}"
-        client = {"steps": self.steps, "iterations": self.iterations}
-        self.actor.save_checkpoint(str(path / "actor"), tag=tag, client_state=client)
-        if self.critic is not None:
-            self.critic.save_checkpoint(str(path / "critic"), tag=tag)
-        rng = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
-               "shuffle": self.gen.get_state()}
-        (path / "rng").mkdir(parents=True, exist_ok=True)
-        torch.save(rng, path / "rng" / f"{tag}_rank{self.rank}.pt")
-        torch.distributed.barrier()
-        if self.rank == 0:  # only the newest checkpoint is kept (each holds weights + optimizer: GBs)
-            for old in [*path.glob("actor/step*"), *path.glob("critic/step*")]:
-                if old.name != tag:
-                    shutil.rmtree(old, ignore_errors=True)
-            for old in path.glob("rng/step*_rank*.pt"):
-                if not old.name.startswith(f"{tag}_"):
-                    old.unlink(missing_ok=True)
-        return tag
+        """Checkpoint actor and critic (``learner.checkpoint``); every rank must call it. Returns the tag."""
+        return checkpoint.save(path, self._trained(), self.rank, self.gen,
+                               {"steps": self.steps, "iterations": self.iterations})
 
     def load(self, path: str | Path, tag: str | None = None) -> None:
         """Resume from ``save``: same weights, optimizer moments, lr schedule, step and RNG states."""
-        path = Path(path)
-        for name, eng in self._trained():
-            load_path, client = eng.load_checkpoint(str(path / name), tag=tag, load_optimizer_states=True,
-                                                    load_lr_scheduler_states=True)
-            if load_path is None:
-                raise FileNotFoundError(f"no {name} checkpoint under {path / name}")
-            if name == "actor":
-                self.steps, self.iterations = client["steps"], client["iterations"]
-        rng_file = path / "rng" / f"step{self.steps}_rank{self.rank}.pt"
-        if not rng_file.exists():
-            raise FileNotFoundError(f"{rng_file}: RNG state of rank {self.rank} missing (saved with another world size?)")
-        rng = torch.load(rng_file, weights_only=False)
-        torch.set_rng_state(rng["torch"])
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
-        self.gen.set_state(rng["shuffle"])
+        client = checkpoint.load(path, self._trained(), self.rank, self.gen, tag)
+        self.steps, self.iterations = client["steps"], client["iterations"]
 
 
 def _peak_rss_gib() -> float:
