@@ -52,6 +52,9 @@ class RunConfig(BaseModel):
                               "rebuilt from the last checkpoint, the iterations after it run again); 0 = stop")
     save_policy: bool = Field(default=False, description="write the final actor as a HF model dir to RUN_DIR/policy "
                               "(for proctor eval --model, transformers, vLLM)")
+    wandb: bool = Field(default=False, description="also log every iteration's metrics to Weights & Biases "
+                        "(WANDB_MODE=offline writes the run under RUN_DIR/wandb without a network)")
+    wandb_project: str = Field(default="proctor", description="the W&B project (with run.wandb)")
     learner_cpus: float = Field(default=1.0, gt=0, description="Ray CPUs reserved per learner worker")
     engine_cpus: float = Field(default=0.5, ge=0, description="Ray CPUs reserved per engine")
     async_rollout: bool = Field(default=False, description="one-step-off: rollout k+1 runs while the learner "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,21 +17,34 @@ from reward.lines import classify, line_shares
 
 
 class MetricsLog:
-    """One JSON line per iteration, and the numeric values as TensorBoard scalars."""
+    """One JSON line per iteration, the numeric values as TensorBoard scalars and, with ``wandb``
+    (``{"project": ..., "config": {...}}``), as a Weights & Biases run (resumed by id in the same
+    run dir, so a resumed training run goes on logging into the same W&B run)."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, wandb: dict | None = None):
         from torch.utils.tensorboard import SummaryWriter  # torch's import is slow: only when a run logs
 
         self.path = run_dir / "metrics.jsonl"
         self.tb = SummaryWriter(str(run_dir / "tb"))
+        self.wandb = None
+        if wandb is not None:
+            import wandb as wb  # an optional sink: only imported when a run asks for it
+
+            id_file = run_dir / "wandb_id.txt"
+            run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:8]
+            id_file.write_text(run_id)
+            self.wandb = wb.init(project=wandb["project"], config=wandb.get("config"), dir=str(run_dir), id=run_id,
+                                 name=run_dir.name, resume="allow")
 
     def write(self, row: dict) -> None:
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
-        for key, value in row.items():
-            if isinstance(value, int | float) and key != "iteration":
-                self.tb.add_scalar(key, value, row["iteration"])
+        scalars = {k: v for k, v in row.items() if isinstance(v, int | float) and k != "iteration"}
+        for key, value in scalars.items():
+            self.tb.add_scalar(key, value, row["iteration"])
         self.tb.flush()
+        if self.wandb is not None:
+            self.wandb.log(scalars, step=row["iteration"])
 
     def truncate(self, iterations: int) -> int:
         """Keep the rows of the first ``iterations`` (a resume from a checkpoint that an iteration
@@ -44,6 +58,8 @@ class MetricsLog:
 
     def close(self) -> None:
         self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()
 
 
 class StageTimer:

@@ -223,8 +223,9 @@ def setup(cfg: ProctorConfig, run_dir: Path, console: Console, resume: bool) -> 
                        output_bytes=cfg.sandbox.max_output_bytes)
     rewards = Rewards(cfg.reward, tokenizer.get_vocab(), cfg.learner.threads_per_worker or 1)
     heldout = load_problems(cfg.data.eval, cfg.run.eval_problems) if cfg.run.eval_problems else []
+    wandb = {"project": cfg.run.wandb_project, "config": cfg.model_dump()} if cfg.run.wandb else None
     run = Run(cfg, run_dir, console, model_dir, tokenizer, problems, heldout, placement, engines, pool, rewards,
-              MetricsLog(run_dir))
+              MetricsLog(run_dir, wandb))
     run.build_learner()
     engines.wait_ready()
     start = 0

@@ -190,6 +190,25 @@ def test_metrics_log_truncates_to_the_checkpoint(tmp_path):
     assert [(r["iteration"], r["reward_mean"]) for r in read_metrics(tmp_path)] == [(1, 1.0), (2, 2.0), (3, 9.0)]
 
 
+def test_metrics_log_writes_a_wandb_run_offline(tmp_path, monkeypatch):
+    """run.wandb: the same scalars go to a W&B run; offline (no network) it is written under the run
+    dir, and a second log in the same dir (a resumed run) reuses the run id."""
+    from cluster.metrics import MetricsLog
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    log = MetricsLog(tmp_path, wandb={"project": "proctor-test", "config": {"run": {"seed": 3}}})
+    log.write({"iteration": 1, "reward_mean": -0.8125, "note": "text is not a scalar"})
+    log.write({"iteration": 2, "reward_mean": 0.4375})
+    log.close()
+    run_id = (tmp_path / "wandb_id.txt").read_text()
+    [record] = list((tmp_path / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))
+    data = record.read_bytes()   # protobuf records: keys and JSON values appear as text
+    assert b"reward_mean" in data and b"-0.8125" in data and b"0.4375" in data and b"proctor-test" in data
+    MetricsLog(tmp_path, wandb={"project": "proctor-test"}).close()
+    assert (tmp_path / "wandb_id.txt").read_text() == run_id
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("max_restarts", [1, 0])
 def test_a_learner_worker_killed_mid_update(ray_local, tiny_model_dir, tmp_path, monkeypatch, max_restarts):
