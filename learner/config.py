@@ -29,6 +29,10 @@ class LearnerConfig(BaseModel):
     whiten_advantages: bool = True
     old_logprobs: Literal["behaviour", "recompute"] = Field(
         default="behaviour", description="ratio denominator: the sampler's logprobs, or the learner's before the update")
+    loss_agg: Literal["token_mean", "seq_mean"] = Field(
+        default="token_mean", description="how a minibatch's per-token policy and KL losses are averaged: token_mean "
+        "(every action token weighs the same, so long episodes weigh more) or seq_mean (the mean over each episode's "
+        "tokens, then over episodes: every episode weighs the same; verl's seq-mean-token-mean)")
     entropy_coef: float = Field(default=0.0, ge=0)
     ppo_epochs: int = Field(default=1, ge=1)
     minibatch_size: int = Field(default=8, ge=1, description="episodes per optimizer step, over all workers")

@@ -102,9 +102,21 @@ def broadcast_turns(x_turn: Tensor, token_turn: Tensor) -> Tensor:
     return torch.where(token_turn >= 0, gathered, torch.zeros_like(gathered))
 
 
+def aggregate(x: Tensor, mask: Tensor, mode: str = "token_mean") -> Tensor:
+    """A per-token loss [B, T] to a scalar: ``token_mean`` (masked mean over every action token) or
+    ``seq_mean`` (each row's masked mean, then the mean over the rows that have action tokens)."""
+    m = _bool(mask)
+    if mode == "token_mean":
+        return masked_mean(x, m)
+    if mode == "seq_mean":
+        rows = m.any(-1)
+        return masked_mean(x, m, dim=-1)[rows].sum() / rows.sum().clamp(min=1)
+    raise ValueError(f"unknown loss aggregation {mode!r} (token_mean or seq_mean)")
+
+
 def policy_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor,
-                clip_eps: float) -> tuple[Tensor, dict[str, Tensor]]:
-    """PPO clipped surrogate, masked mean over action tokens.
+                clip_eps: float, agg: str = "token_mean") -> tuple[Tensor, dict[str, Tensor]]:
+    """PPO clipped surrogate over action tokens, aggregated by ``agg`` (``aggregate``).
 
     ``old_logprobs`` are the behaviour policy's (the one that sampled the batch, possibly stale in
     asynchronous training), so ratio = pi/pi_behaviour is the importance weight. Per token:
@@ -119,7 +131,7 @@ def policy_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
-    loss = masked_mean(torch.maximum(unclipped, clipped), m)
+    loss = aggregate(torch.maximum(unclipped, clipped), m, agg)
     with torch.no_grad():
         stats = {
             "clip_frac": masked_mean((clipped > unclipped).to(logprobs.dtype), m),
@@ -252,10 +264,10 @@ def group_advantages(returns: list[float], groups: list[str], kind: str = "grpo"
     return out
 
 
-def kl_loss(logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor) -> Tensor:
+def kl_loss(logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor, agg: str = "token_mean") -> Tensor:
     """The k3 estimator of KL(policy || reference), exp(ref - logp) - (ref - logp) - 1 >= 0, as a loss
     term with gradient (the critic-free modes put the KL in the loss, as GRPO does, rather than in
-    the reward): masked mean over action tokens."""
+    the reward), aggregated over action tokens by ``agg``."""
     m = _bool(mask)
     d = torch.where(m, ref_logprobs - logprobs, torch.zeros_like(logprobs))
-    return masked_mean(torch.exp(d) - d - 1, m)
+    return aggregate(torch.exp(d) - d - 1, m, agg)

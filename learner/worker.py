@@ -228,16 +228,20 @@ class PPOWorker:
         turn = cfg.value_level == "turn"
         vmask_all = mb.turn_mask if turn else mb.action_mask
         n_tok, n_val = int(mb.action_mask.sum()), int(vmask_all.sum())
+        n_seq = int(mb.action_mask.any(-1).sum())
         for group in self._split(mb, list(range(mb.size))):
             m = mb.take(group)
             ent_mode = "grad" if cfg.entropy_coef > 0 else "detached"
             lp, ent = action_logprobs(self.actor, m.input_ids, m.attention_mask, m.action_mask, entropy=ent_mode)
-            pl, pst = ppo.policy_loss(lp, m.extra["old_logprobs"], m.extra["advantages"], m.action_mask, cfg.clip_eps)
-            w = float(m.action_mask.sum()) / max(n_tok, 1)
+            pl, pst = ppo.policy_loss(lp, m.extra["old_logprobs"], m.extra["advantages"], m.action_mask, cfg.clip_eps,
+                                      cfg.loss_agg)
+            # This micro-batch's share of the minibatch: its action tokens (token_mean) or its episodes (seq_mean).
+            w = (float(m.action_mask.sum()) / max(n_tok, 1) if cfg.loss_agg == "token_mean"
+                 else float(m.action_mask.any(-1).sum()) / max(n_seq, 1))
             ent_mean = ppo.masked_mean(ent, m.action_mask)
             loss = pl - cfg.entropy_coef * ent_mean if cfg.entropy_coef > 0 else pl
             if self.critic is None and cfg.kl_beta > 0:
-                kl = ppo.kl_loss(lp, m.extra["ref_logprobs"], m.action_mask)
+                kl = ppo.kl_loss(lp, m.extra["ref_logprobs"], m.action_mask, cfg.loss_agg)
                 loss = loss + cfg.kl_beta * kl
                 acc["kl_loss"] += float(kl.detach()) * w
             self.actor.backward(loss * w, scale_wrt_gas=False)

@@ -85,6 +85,38 @@ def test_ppo_raises_a_trivially_learnable_reward(ray_local, v16_model_dir, advan
 
 
 @pytest.mark.slow
+def test_seq_mean_weighs_episodes_not_tokens_whatever_the_micro_batches(ray_local, v16_model_dir):
+    """learner.loss_agg=seq_mean: one step on episodes of different lengths has the same loss and
+    gradient whether the minibatch runs as one micro-batch or as several, and not token_mean's: in
+    each group (one short episode, one long) the advantages cancel per episode, not per token."""
+    from learner.group import LearnerGroup
+
+    ray = ray_local
+    model = hf_with(v16_model_dir, None)
+    short, long = sample(model, 4, seed=1, reply_len=4), sample(model, 4, seed=2, reply_len=24)
+    for i, (a, b) in enumerate(zip(short, long)):
+        a.id = b.id = f"group{i}"
+        a.turn_rewards, b.turn_rewards = [1.0], [0.0]   # the short one of each group did better
+
+    def one_step(agg, micro_batch_tokens):
+        cfg = LearnerConfig(lr=1e-3, warmup_steps=0, kl_beta=0.0, minibatch_size=8, zero_stage=2, advantage="grpo",
+                            loss_agg=agg, micro_batch_tokens=micro_batch_tokens, whiten_advantages=False)
+        group = LearnerGroup(str(v16_model_dir), cfg, seed=0, num_cpus_per_worker=0.5)
+        metrics = group.train([Sample(**vars(s)) for pair in zip(short, long) for s in pair])
+        w = weights(ray, group)
+        group.shutdown()
+        return metrics, w
+
+    (whole, w_whole), (split, w_split), (tokens, _) = (one_step("seq_mean", 4096), one_step("seq_mean", 40),
+                                                       one_step("token_mean", 4096))
+    assert whole["policy_loss"] == pytest.approx(0.0, abs=1e-6) == split["policy_loss"]  # +A and -A, one episode each
+    assert split["grad_norm"] == pytest.approx(whole["grad_norm"], rel=1e-4)
+    assert max(np.abs(w_whole[k] - w_split[k]).max() for k in w_whole) < 1e-5
+    # token_mean: the long episode's 24 tokens outweigh the short one's 4: a net push down.
+    assert tokens["policy_loss"] > 0.1 and abs(tokens["grad_norm"] - whole["grad_norm"]) > 0.01 * whole["grad_norm"]
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("stage,advantage", [(2, "gae"), (3, "gae"), (2, "grpo")])
 def test_resume_continues_bit_for_bit(ray_local, v16_model_dir, tmp_path, stage, advantage):
     from learner.group import LearnerGroup

@@ -149,6 +149,21 @@ def test_policy_loss_clipping_and_gradients():
     assert grad[1].item() == pytest.approx(2.0 / 4, rel=1e-5)  # d(-A r)/dlogp = -A r / N with A = -1, r = 2
 
 
+def test_aggregate_token_mean_and_seq_mean_by_hand():
+    x = torch.tensor([[1.0, 2.0, 3.0, 0.0], [10.0, 0.0, 0.0, 0.0], [5.0, 5.0, 5.0, 5.0]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [0, 0, 0, 0]], dtype=torch.bool)  # row 3: no action tokens
+    assert ppo.aggregate(x, mask, "token_mean").item() == pytest.approx(16 / 4)
+    assert ppo.aggregate(x, mask, "seq_mean").item() == pytest.approx((2 + 10) / 2)
+    with pytest.raises(ValueError, match="seq_mean"):
+        ppo.aggregate(x, mask, "sum")
+    # At ratio 1 the surrogate is -A: seq_mean averages each episode's mean advantage.
+    adv = torch.tensor([[1.0, 1.0, 1.0, 0.0], [-3.0, 0.0, 0.0, 0.0], [0.0] * 4])
+    lp = torch.zeros(3, 4)
+    loss, _ = ppo.policy_loss(lp, lp, adv, mask, 0.2, "seq_mean")
+    assert loss.item() == pytest.approx(-(1 - 3) / 2)
+    assert ppo.policy_loss(lp, lp, adv, mask, 0.2)[0].item() == pytest.approx(-(3 - 3) / 4)
+
+
 def test_policy_loss_masked_entries_have_no_influence():
     g = torch.Generator().manual_seed(1)
     lp = torch.randn(3, 8, generator=g)
