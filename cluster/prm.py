@@ -23,13 +23,17 @@ from rich.table import Table
 from cluster.config import ProctorConfig
 from cluster.model import resolve
 from cluster.progress import make_console, progress
+from cluster.ray_local import init_ray
 from problems import load_problems
 from reward.label import label_response
 from reward.lines import reply_lines
+from reward.train import train_prm
+from rollout.engine import EngineGroup
 from rollout.episode import Conversation
 from rollout.prompts import first_turn
 from rollout.types import SamplingSpec
 from sandbox_pool.code import extract_code
+from sandbox_pool.pool import SandboxPool
 
 
 def _seed(*parts) -> int:
@@ -109,10 +113,6 @@ def label(cfg: ProctorConfig, console: Console | None = None) -> dict:
     """Write ``cfg.prm.label.out`` (JSONL) and a summary next to it; returns the summary."""
     from transformers import AutoTokenizer
 
-    from cluster.ray_local import init_ray
-    from rollout.engine import EngineGroup
-    from sandbox_pool.pool import SandboxPool
-
     console = console or make_console()
     lc = cfg.prm.label
     out = Path(lc.out)
@@ -177,8 +177,6 @@ def _print_summary(s: dict, console: Console) -> None:
 
 
 def train(cfg: ProctorConfig, console: Console | None = None) -> dict:
-    from reward.train import train_prm
-
     console = console or make_console()
     tc = cfg.prm.train
     base = str(resolve(tc.base_model or cfg.model.name,

@@ -28,6 +28,7 @@ from pathlib import Path
 from rich.console import Console
 
 from cluster.config import CONFIG_DIR, load_config
+from cluster.plot import read_jsonl
 
 ARMS = ["multi-turn", "single-turn", "feedback-none", "prm-dense-critic", "feedback-random", "prm-dense"]
 PRM_ARMS = {"prm-dense", "prm-dense-critic"}
@@ -37,8 +38,6 @@ COMMON = ["learner.lr=1e-6", "learner.warmup_steps=0", "run.eval_problems=0", "r
 
 
 def _read_rows(path: Path) -> list[dict]:
-    from cluster.plot import read_jsonl
-
     return read_jsonl(path) if path.exists() else []
 
 

@@ -13,8 +13,8 @@ engine recorded corrects for the lag. Each iteration writes one JSON line to
 ``RUN_DIR/metrics.jsonl`` and the same scalars to TensorBoard (``RUN_DIR/tb``); the learner is
 checkpointed to ``RUN_DIR/checkpoint`` every ``run.checkpoint_every`` iterations.
 
-Ray, vLLM, DeepSpeed and transformers are imported inside the functions that start them: importing
-this module (the CLI's ``--help``, the tests that only read configs) stays fast.
+vLLM, DeepSpeed and transformers are imported where an engine, a learner or a tokenizer starts (the
+CLI imports this module only for ``proctor train``).
 """
 
 from __future__ import annotations
@@ -28,29 +28,33 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import ray
 from rich.console import Console
 
 from cluster.config import ConfigError, ProctorConfig, dump_config
 from cluster.metrics import MetricsLog, StageTimer, episode_metrics, summary
 from cluster.model import resolve
 from cluster.placement import Placement
+from cluster.plot import plot
 from cluster.progress import make_console
+from cluster.ray_local import init_ray
 from cluster.rollouts import heldout_metrics, rollout
 from cluster.trajectory import to_samples
+from learner.group import LearnerGroup
 from problems import load_problems
 from reward.score import Rewards, scoreable
+from rollout.engine import EngineGroup
 from rollout.episode import FeedbackBank
 from rollout.types import SamplingSpec
+from sandbox_pool.pool import SandboxPool
 
 
 class LearnerLost(RuntimeError):
     """A learner worker died and ``run.max_restarts`` is used up; the last checkpoint stands."""
 
 
-def _worker_lost() -> tuple[type[BaseException], ...]:
-    import ray
-
-    return (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ray.exceptions.OutOfMemoryError)
+# A learner worker that died (killed, crashed, out of memory): the learner is rebuilt from the checkpoint.
+WORKER_LOST = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ray.exceptions.OutOfMemoryError)
 
 
 def iteration_problems(problems: list, cfg: ProctorConfig, iteration: int) -> list:
@@ -112,11 +116,11 @@ class Run:
     problems: list
     heldout: list
     placement: Placement | None
-    engines: object
-    pool: object
+    engines: EngineGroup
+    pool: SandboxPool
     rewards: Rewards
     log: MetricsLog
-    learner: object = None
+    learner: LearnerGroup | None = None
     background: BackgroundLoop = field(default_factory=BackgroundLoop)
     bank: FeedbackBank = field(default_factory=FeedbackBank)
     restarts: int = 0
@@ -126,8 +130,6 @@ class Run:
         return self.run_dir / "checkpoint"
 
     def build_learner(self):
-        from learner.group import LearnerGroup
-
         cfg, tok, p = self.cfg, self.tokenizer, self.placement
         self.learner = LearnerGroup(
             self.model_dir, cfg.learner, seed=cfg.run.seed, num_cpus_per_worker=cfg.run.learner_cpus,
@@ -200,10 +202,6 @@ def setup(cfg: ProctorConfig, run_dir: Path, console: Console, resume: bool) -> 
     """Start every stage of a run; returns it and the iterations already done (a resumed checkpoint's)."""
     from transformers import AutoTokenizer
 
-    from cluster.ray_local import init_ray
-    from rollout.engine import EngineGroup
-    from sandbox_pool.pool import SandboxPool
-
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(dump_config(cfg))
     problems = load_problems(cfg.data.train, cfg.data.limit, cfg.data.skip)
@@ -256,7 +254,6 @@ def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: C
     console = console or make_console()
     run, start = setup(cfg, run_dir, console, resume)
     rows, it, done, stage, ahead, interrupted = [], start, start, "rollout", None, None
-    WORKER_LOST = _worker_lost()
     try:
         while it < cfg.run.iterations:
             t0, timer, stage = time.perf_counter(), StageTimer(), "rollout"
@@ -314,8 +311,6 @@ def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: C
     result = summary(rows, console)
     (run_dir / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
     if rows:
-        from cluster.plot import plot
-
         console.print(f"learning curves: {plot(run_dir)}")
     if interrupted:
         raise interrupted

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from learner.ppo import group_advantages
+
 
 class SampleError(ValueError):
     """A malformed sample; the message names the sample and the field."""
@@ -157,8 +159,6 @@ def episode_return(s: Sample) -> float:
 def assign_group_advantages(samples: list[Sample], kind: str) -> None:
     """Set each sample's ``advantage`` from its group (same ``id``) in this batch (critic-free modes).
     Must see the whole rollout batch: groups span learner workers."""
-    from learner.ppo import group_advantages
-
     for s, a in zip(samples, group_advantages([episode_return(s) for s in samples], [s.id for s in samples], kind)):
         s.advantage = a
 

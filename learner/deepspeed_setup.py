@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import torch
 
@@ -23,8 +24,6 @@ def init_deepspeed(rank: int = 0, world_size: int = 1, master_addr: str = "127.0
     port (world size 1 only). The learner workers and the PRM trainer both start here."""
     if not torch.distributed.is_initialized():
         if not master_port:
-            import socket
-
             with socket.socket() as s:
                 s.bind((master_addr, 0))
                 master_port = s.getsockname()[1]

@@ -8,6 +8,7 @@ critic (PSGPO).
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +47,6 @@ def save_policy_dir(named: list[tuple[str, Tensor]], base_dir: str | Path, out_d
     """A HF model dir at ``out_dir``: ``named`` parameters as safetensors plus the base model's
     config, generation config, tokenizer and chat template, so that ``from_pretrained``, vLLM and
     ``proctor eval --model`` load it (tied weights are stored once, as HF does)."""
-    import shutil
-
     from safetensors.torch import save_file
 
     out = Path(out_dir)

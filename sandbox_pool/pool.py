@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import weakref
 from collections.abc import Callable, Sequence
 
@@ -30,8 +31,6 @@ class SandboxActor:
     """Owns a ``Sandbox`` (one fork server with ``slots`` concurrent runs, by default)."""
 
     def __init__(self, backend: Backend = "auto", slots: int = 2):
-        import os
-
         self.sandbox = Sandbox(backend, slots)
         self.pid = os.getpid()
 
