@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from cluster import fetch
+from problems import fetch
 
 
 @pytest.fixture
