@@ -17,7 +17,7 @@ import contextlib
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rich.console import Console
 
@@ -53,7 +53,7 @@ async def rollout(problems: list, generator, judge, tokenizer, *, samples: int, 
 
         async def one(i: int, k: int, j: int) -> None:
             p = problems[k]
-            s = SamplingSpec(temperature=spec.temperature, top_p=spec.top_p, max_tokens=spec.max_tokens, seed=seed(i, j))
+            s = replace(spec, seed=seed(i, j))
             async with gate or contextlib.nullcontext():
                 try:
                     ep = await run_episode(p, generator, judge, tokenizer, max_turns=max_turns, spec=s,
