@@ -104,7 +104,7 @@ def _time_methods(obj, names: list[str]) -> dict[str, float]:
 def run_proctor(problems_n: int, samples: int, max_tokens: int, overrides: list[str], console,
                 advantage: str) -> dict:
     from cluster.config import load_config
-    from cluster.plot import read_metrics
+    from cluster.metrics import read_metrics
     from cluster.train import train
 
     cfg = load_config(overrides=[*overrides, "run.iterations=1", "rollout.max_turns=1", "run.eval_problems=0",

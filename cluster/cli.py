@@ -133,7 +133,7 @@ def _redraw(write) -> int:
 
 
 def cmd_learn(args) -> int:
-    from cluster import learn
+    from studies import learn
 
     if args.report_only:
         return _redraw(lambda: learn.write_report(Path(args.out), Path(args.runs), args.seeds))
@@ -141,7 +141,7 @@ def cmd_learn(args) -> int:
 
 
 def cmd_study(args) -> int:
-    from cluster import study
+    from studies import study
 
     if args.action == "report":
         return _redraw(lambda: study.write_report(Path(args.out), Path(args.runs)))
@@ -310,13 +310,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_prm_train)
 
     p = sub.add_parser("learn", help="the learning recipe: base eval, train per seed, trained eval, paired report")
-    from cluster.learn import add_arguments as learn_arguments
+    from studies.learn import add_arguments as learn_arguments
 
     learn_arguments(p)
     p.set_defaults(fn=cmd_learn)
     study = sub.add_parser("study", help="the ablations trained under a time budget, evaluated, reported").add_subparsers(
         dest="action", required=True)
-    from cluster.study import add_arguments
+    from studies.study import add_arguments
 
     for action, text in (("start", "run the study in the background"), ("run", "run the study in the foreground")):
         p = study.add_parser(action, help=text)

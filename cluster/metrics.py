@@ -1,5 +1,5 @@
 """What a training run records: one JSONL row and TensorBoard scalars per iteration, the metrics of a
-batch of episodes, the stage timer, and the closing summary table."""
+batch of episodes, the stage timer, the closing summary table, and reading the rows back."""
 
 from __future__ import annotations
 
@@ -111,3 +111,22 @@ def summary(rows: list[dict], console: Console) -> dict:
             "reward_last": rows[-1]["reward_mean"], "solve_rate_last": rows[-1]["solve_rate"],
             "total_s": sum(r["iteration_s"] for r in rows),
             **{k: v for k, v in rows[-1].items() if k.startswith("eval/")}}
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: RUN_DIR must be a directory written by proctor train")
+    return read_jsonl(path)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """One dict per non-empty line; a bad line is an error naming the file and line."""
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path} line {n}: not JSON ({e.msg})") from None
+    return rows

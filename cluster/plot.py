@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from cluster.metrics import read_metrics
 
 PANELS = [
     ("reward", ["reward_mean"]),
@@ -15,25 +16,6 @@ PANELS = [
     ("losses", ["learner/policy_loss", "learner/value_loss"]),
     ("seconds per stage", ["rollout_s", "reward_s", "learn_s", "push_s"]),
 ]
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: RUN_DIR must be a directory written by proctor train")
-    return read_jsonl(path)
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """One dict per non-empty line; a bad line is an error naming the file and line."""
-    rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path} line {n}: not JSON ({e.msg})") from None
-    return rows
 
 
 def plot(run_dir: Path, out: Path | None = None) -> Path:

@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from cluster.learn import mcnemar_exact, paired, write_report
 from learner.batch import Sample, informative
+from studies.learn import write_report
+from studies.stats import mcnemar_exact, paired
 
 
 def test_mcnemar_exact_by_hand():

@@ -184,7 +184,7 @@ def test_prm_config_errors():
 
 @pytest.mark.slow
 def test_train_with_prm_dense_reward_and_critic_init(ray_local, tiny_model_dir, prm_dir, tmp_path):
-    from cluster.plot import read_metrics
+    from cluster.metrics import read_metrics
     from cluster.train import train
 
     cfg = load_config(ROOT / "configs" / "tiny.yaml", [f"model.name={tiny_model_dir}", "run.iterations=1",

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from cluster import study
 from cluster.cli import build_parser, main
+from studies import study
 
 
 def _args(argv: list[str]):

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from cluster.config import load_config
-from cluster.plot import plot, read_metrics
+from cluster.metrics import read_metrics
+from cluster.plot import plot
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -28,7 +28,8 @@ from pathlib import Path
 from rich.console import Console
 
 from cluster.config import CONFIG_DIR, load_config
-from cluster.plot import read_jsonl
+from cluster.metrics import read_jsonl
+from studies.runner import log_tail, run_cli
 
 ARMS = ["multi-turn", "single-turn", "feedback-none", "prm-dense-critic", "feedback-random", "prm-dense"]
 PRM_ARMS = {"prm-dense", "prm-dense-critic"}
@@ -49,19 +50,6 @@ def latest(rows: list[dict]) -> dict[str, dict]:
 def _append(path: Path, row: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(row) + "\n")
-
-
-def run_cli(args: list[str], log: Path) -> tuple[int, float]:
-    t0 = time.perf_counter()
-    with open(log, "a") as f:
-        f.write(f"$ proctor {' '.join(args)}\n")
-        f.flush()
-        rc = subprocess.run([sys.executable, "-m", "cluster.cli", *args], stdout=f, stderr=subprocess.STDOUT).returncode
-    return rc, time.perf_counter() - t0
-
-
-def log_tail(path: Path, n: int = 5) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-n:]) if path.exists() else ""
 
 
 def _eval_args(a, model: str, out: Path) -> list[str]:

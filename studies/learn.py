@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import time
 from pathlib import Path
@@ -28,29 +27,11 @@ from pathlib import Path
 from rich.console import Console
 
 from cluster.config import CONFIG_DIR, load_config
-from cluster.plot import read_jsonl
-from cluster.study import log_tail, run_cli
+from cluster.metrics import read_jsonl
+from studies.runner import log_tail, run_cli
+from studies.stats import paired
 
 RECIPE = CONFIG_DIR / "learn-cpu.yaml"
-
-
-def mcnemar_exact(b: int, c: int) -> float:
-    """Two-sided exact McNemar p-value for b and c discordant pairs (a binomial test, p = 1/2)."""
-    n = b + c
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2**n
-    return min(1.0, 2 * tail)
-
-
-def paired(base: dict[str, bool], trained: dict[str, bool]) -> dict:
-    """Per-problem outcomes of the same problems before and after: counts, gains, losses, p-value."""
-    if set(base) != set(trained):
-        raise ValueError(f"paired outcomes need the same problems: {len(set(base) ^ set(trained))} differ")
-    gained = [p for p in base if trained[p] and not base[p]]  # in the evaluation's order
-    lost = [p for p in base if base[p] and not trained[p]]
-    return {"base": sum(base.values()), "trained": sum(trained.values()), "n": len(base),
-            "gained": gained, "lost": lost, "p_value": mcnemar_exact(len(gained), len(lost))}
 
 
 def outcomes(eval_dir: Path) -> dict[str, dict[str, bool]]:
@@ -224,7 +205,8 @@ def _plot(out: Path, runs: Path, res: dict, turns: int) -> list[str]:
         ax.set_title(title)
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
-    axes.flat[0].legend(fontsize=8)
+    if axes.flat[0].lines:  # no seed has trained yet: nothing to label
+        axes.flat[0].legend(fontsize=8)
     fig.suptitle(f"training on {res['model']}")
     fig.savefig(out / "training.png", dpi=100)
     plt.close(fig)
