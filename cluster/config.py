@@ -7,6 +7,7 @@ one ``ConfigError`` naming it (and the file it came from).
 from __future__ import annotations
 
 import difflib
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -134,9 +135,12 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def _read_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+def _read_tree(path: Path, seen: tuple[Path, ...] = (), stop: Path | None = None) -> dict:
     """A config file's sections; ``base: OTHER.yaml`` (relative to the file) is read first and this
-    file's keys are merged over it, so a variant (e.g. an ablation) states only what it changes."""
+    file's keys are merged over it, so a variant (e.g. an ablation) states only what it changes. The
+    chain ends early at ``stop`` (not read)."""
+    if stop is not None and path.resolve() == stop.resolve():
+        return {}
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist" + (f" (base of {seen[-1]})" if seen else ""))
     if path.resolve() in seen:
@@ -149,10 +153,23 @@ def _read_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     base = data.pop("base", None)
     if base is None:
+        if stop is not None:
+            raise ConfigError(f"{seen[0] if seen else path}: not based on {stop} (its base chain ends at {path})")
         return data
     if not isinstance(base, str):
         raise ConfigError(f"{path}: base must be a path to another config file, got {base!r}")
-    return _merge(_read_tree(path.parent / base, (*seen, path.resolve())), data)
+    return _merge(_read_tree(path.parent / base, (*seen, path.resolve()), stop), data)
+
+
+def config_changes(path: str | Path, base: str | Path) -> list[str]:
+    """What a variant states, as ``key=value`` overrides to apply on another config: the keys that
+    ``path`` and the files of its ``base`` chain set, up to (not including) ``base``."""
+    def flat(tree: dict, prefix: str = "") -> list[str]:
+        out: list[str] = []
+        for k, v in tree.items():
+            out += flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}={json.dumps(v)}"]
+        return out
+    return flat(_read_tree(Path(path), stop=Path(base)))
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> ProctorConfig:

@@ -29,17 +29,9 @@ from rich.console import Console
 from cluster.config import CONFIG_DIR, load_config
 from cluster.metrics import read_jsonl
 from studies.runner import log_tail, run_cli
-from studies.stats import paired
+from studies.stats import outcomes, paired
 
 RECIPE = CONFIG_DIR / "learn-cpu.yaml"
-
-
-def outcomes(eval_dir: Path) -> dict[str, dict[str, bool]]:
-    """``{"pass@1": {id: bool}, "1@T": {id: bool}}`` from an evaluation's results.jsonl (one rollout)."""
-    rows = read_jsonl(eval_dir / "results.jsonl")
-    turns = json.loads((eval_dir / "metrics.json").read_text())["max_turns"]
-    return {"pass@1": {r["id"]: r["first_turn_solved"] > 0 for r in rows},
-            f"1@{turns}": {r["id"]: r["solved"] > 0 for r in rows}}
 
 
 SAMPLED = "eval-t0.2"   # RLEF's protocol: temperature 0.2, top-p 0.95 (one rollout per problem)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
+
+from cluster.metrics import read_jsonl
 
 
 def mcnemar_exact(b: int, c: int) -> float:
@@ -22,3 +26,11 @@ def paired(base: dict[str, bool], trained: dict[str, bool]) -> dict:
     lost = [p for p in base if base[p] and not trained[p]]
     return {"base": sum(base.values()), "trained": sum(trained.values()), "n": len(base),
             "gained": gained, "lost": lost, "p_value": mcnemar_exact(len(gained), len(lost))}
+
+
+def outcomes(eval_dir: Path) -> dict[str, dict[str, bool]]:
+    """``{"pass@1": {id: bool}, "1@T": {id: bool}}`` from an evaluation's results.jsonl (one rollout)."""
+    rows = read_jsonl(eval_dir / "results.jsonl")
+    turns = json.loads((eval_dir / "metrics.json").read_text())["max_turns"]
+    return {"pass@1": {r["id"]: r["first_turn_solved"] > 0 for r in rows},
+            f"1@{turns}": {r["id"]: r["solved"] > 0 for r in rows}}

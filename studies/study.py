@@ -6,9 +6,10 @@ with a table and PNG curves.
     proctor study run ...                                     # the same in the foreground
     proctor study report [--out reports/study]                # redraw the report from what has finished
 
-Each arm is ``proctor train --config configs/ablations/ARM.yaml`` plus the study's common overrides
-(the same for every arm, so each arm still differs from the baseline by exactly its switch), then
-``proctor eval`` of its final policy; both run as subprocesses, so one failed arm does not end the
+Each arm is ``proctor train --config RECIPE`` (``--recipe``, default ``configs/local.yaml``) with the
+arm's switch (what ``configs/ablations/ARM.yaml`` changes against ``configs/local.yaml``, as overrides)
+and the study's common overrides (the same for every arm, so each arm still differs from the baseline
+by exactly its switch), then ``proctor eval`` of its final policy under the same recipe; both run as subprocesses, so one failed arm does not end the
 study. Every finished stage is appended to ``OUT/results.jsonl`` at once: a rerun skips the arms
 already done, and an arm is only started while the budget has room for it (estimated from the arms
 so far). Run dirs (metrics, policy) go to ``RUNS/ARM``; the DeepSpeed checkpoints are deleted after
@@ -27,15 +28,24 @@ from pathlib import Path
 
 from rich.console import Console
 
-from cluster.config import CONFIG_DIR, load_config
+from cluster.config import CONFIG_DIR, ConfigError, config_changes, load_config
 from cluster.metrics import read_jsonl
 from studies.runner import log_tail, run_cli
+from studies.stats import outcomes, paired
 
 ARMS = ["multi-turn", "single-turn", "feedback-none", "prm-dense-critic", "feedback-random", "prm-dense"]
 PRM_ARMS = {"prm-dense", "prm-dense-critic"}
-# The same for every arm: the local config's lr warm-up (50 steps) would keep a short run at ~0 lr.
-COMMON = ["learner.lr=1e-6", "learner.warmup_steps=0", "run.eval_problems=0", "run.save_policy=true",
-          "run.checkpoint_every=0"]
+LOCAL = CONFIG_DIR / "local.yaml"  # what every arm config is based on: an arm's switch is its difference from it
+# The same for every arm: no in-training eval (the study evaluates), the final policy saved.
+COMMON = ["run.eval_problems=0", "run.save_policy=true", "run.checkpoint_every=0"]
+# On configs/local.yaml only: its lr warm-up (50 steps) would keep a short run at ~0 lr.
+LOCAL_SHORT = ["learner.lr=1e-6", "learner.warmup_steps=0"]
+# The papers' directions, each (arm, against, what the papers found): the report pairs them per problem.
+CLAIMS = [("multi-turn", "feedback-random", "real execution feedback beats random feedback (RLEF)"),
+          ("multi-turn", "feedback-none", "real execution feedback beats none"),
+          ("multi-turn", "single-turn", "multi-turn training gains more at 1@T than single-turn (RLEF)"),
+          ("prm-dense", "multi-turn", "dense PRM rewards >= outcome-only (PSGPO)"),
+          ("prm-dense-critic", "multi-turn", "dense PRM rewards + critic init >= outcome-only (PSGPO)")]
 
 
 def _read_rows(path: Path) -> list[dict]:
@@ -53,8 +63,17 @@ def _append(path: Path, row: dict) -> None:
 
 
 def _eval_args(a, model: str, out: Path) -> list[str]:
-    return ["eval", "--model", model, "--dataset", a.eval_dataset, "--turns", str(a.eval_turns),
-            "--limit", str(a.eval_limit), "--skip", str(a.eval_skip), "--out", str(out), *a.overrides]
+    return ["eval", "--config", str(a.recipe), "--model", model, "--dataset", a.eval_dataset, "--turns",
+            str(a.eval_turns), *(["--limit", str(a.eval_limit)] if a.eval_limit else []), "--skip", str(a.eval_skip),
+            "--out", str(out), *a.overrides]
+
+
+def arm_overrides(a, arm: str) -> list[str]:
+    """The overrides that make ``a.recipe`` into the arm: its switch, the common ones, the study's own."""
+    switch = [o for o in config_changes(CONFIG_DIR / "ablations" / f"{arm}.yaml", LOCAL)
+              if not o.startswith("run.out_dir=")]
+    short = LOCAL_SHORT if Path(a.recipe).resolve() == LOCAL.resolve() else []
+    return [*switch, *COMMON, *short, f"run.iterations={a.iterations}", *a.overrides]
 
 
 def run_study(a, console: Console) -> int:
@@ -90,13 +109,13 @@ def run_study(a, console: Console) -> int:
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True)
         log = run_dir / "log.txt"
-        overrides = [*COMMON, f"run.iterations={a.iterations}", *a.overrides]
+        overrides = arm_overrides(a, arm)
         if arm in PRM_ARMS and a.prm_model:
             overrides.append(f"reward.prm_model={a.prm_model}")
         console.print(f"arm {i}/{len(arms)} {arm}: training ({run_dir}, log {log})")
-        rc, t_train = run_cli(["train", "--config", str(CONFIG_DIR / "ablations" / f"{arm}.yaml"), "--run-dir",
-                            str(run_dir), *overrides], log)
-        row = {"arm": arm, "iterations": a.iterations, "overrides": overrides, "train_s": round(t_train, 1)}
+        rc, t_train = run_cli(["train", "--config", str(a.recipe), "--run-dir", str(run_dir), *overrides], log)
+        row = {"arm": arm, "recipe": str(a.recipe), "iterations": a.iterations, "overrides": overrides,
+               "train_s": round(t_train, 1)}
         if rc != 0:
             spent.append(t_train)
             _append(results, {**row, "status": "failed", "stage": "train", "error": log_tail(log)})
@@ -169,7 +188,8 @@ def _plot(out: Path, runs: Path, arms: list[str], rows: dict[str, dict]) -> list
         ax.set_xlabel("iteration")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    if axes[0].lines:  # no arm has metrics yet: nothing to label
+        axes[0].legend(fontsize=8)
     fig.suptitle("training, per iteration (the same problems in every arm)")
     fig.savefig(out / "training.png", dpi=100)
     plt.close(fig)
@@ -218,6 +238,33 @@ def _same_episodes(arms: list[str], runs: Path, tol: float = 0.01) -> list[str]:
                            "their updates did not change what the policy samples, so their curves show the problems "
                            "drawn, not learning.")
     return out + ([""] if out else [])
+
+
+def _pair(x: dict) -> str:
+    return f"{x['base']} -> {x['trained']} (+{len(x['gained'])} / -{len(x['lost'])}, p = {x['p_value']:.3g})"
+
+
+def _paired(arms: list[str], runs: Path) -> list[str]:
+    """Per-problem pairs (McNemar's exact test): each arm against the untrained model, then the papers'
+    claims arm against arm. Arms without per-problem results (an older study) are left out."""
+    found = {a: outcomes(runs / a / "eval") for a in ["base", *arms]
+             if (runs / a / "eval" / "results.jsonl").exists() and (runs / a / "eval" / "metrics.json").exists()}
+    if "base" not in found or len(found) < 2:
+        return []
+    k13 = next(k for k in found["base"] if k != "pass@1")
+    lines = ["## Paired per problem", "", "Solved counts, gained / lost problems and McNemar's exact p (two-sided).", "",
+             f"| arm | against | pass@1 | {k13} |", "|---|---|---|---|"]
+    lines += [f"| {a} | base | {_pair(paired(found['base']['pass@1'], found[a]['pass@1']))} | "
+              f"{_pair(paired(found['base'][k13], found[a][k13]))} |" for a in arms if a in found]
+    claims = [(a, b, text) for a, b, text in CLAIMS if a in found and b in found]
+    if claims:
+        lines += ["", f"The papers' directions, read at {k13} (the rollout the feedback arms change):", ""]
+        for a, b, text in claims:
+            x = paired(found[b][k13], found[a][k13])
+            where = "ahead of" if x["trained"] > x["base"] else "behind" if x["trained"] < x["base"] else "level with"
+            sig = "p < 0.05" if x["p_value"] < 0.05 else "not significant"
+            lines.append(f"- {text}: {a} is {where} {b} ({b} -> {a}: {_pair(x)}; {sig}).")
+    return [*lines, ""]
 
 
 def _invalid(ev: dict) -> str:
@@ -280,6 +327,7 @@ def write_report(out: Path, runs: Path) -> Path:
         for arm, d13, d1 in moved:
             lines.append(f"- {arm}: {d1:+d} problems at pass@1, {d13:+d} at {k13} (of {n_eval}).")
         lines.append("")
+    lines += _paired([a for a in arms if rows[a]["status"] == "done"], runs)
     lines += _same_episodes([a for a in arms if rows[a]["status"] == "done"], runs)
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
@@ -292,11 +340,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="reports/study", help="results.jsonl, report.md, PNGs")
     p.add_argument("--runs", default="runs/study", help="one run dir per arm (metrics, policy, logs)")
     p.add_argument("--arms", type=lambda s: s.split(","), default=ARMS, help=f"comma-separated (default {','.join(ARMS)})")
+    p.add_argument("--recipe", default=str(LOCAL),
+                   help="the config every arm starts from (e.g. configs/learn-cpu.yaml); an arm adds its switch")
     p.add_argument("--iterations", type=int, default=3)
     p.add_argument("--budget-min", type=float, default=80.0, help="no arm is started that would not fit")
     p.add_argument("--model", default=None, help="the untrained model (default: model.name of configs/local.yaml)")
     p.add_argument("--eval-dataset", default="humaneval")
-    p.add_argument("--eval-limit", type=int, default=40)
+    p.add_argument("--eval-limit", type=int, default=40, help="0 = every problem")
     p.add_argument("--eval-skip", type=int, default=64,
                    help="HumanEval problems left out first (0-63: the training eval slice and the PRM's labels)")
     p.add_argument("--eval-turns", type=int, default=3)
@@ -310,8 +360,16 @@ def check(a) -> str | None:
     unknown = [x for x in a.arms if not (CONFIG_DIR / "ablations" / f"{x}.yaml").exists()]
     if unknown:
         return f"unknown arm(s) {', '.join(unknown)}: arms are the files of {CONFIG_DIR / 'ablations'} ({', '.join(ARMS)})"
-    cfg = load_config(overrides=a.overrides)  # bad overrides fail here, naming the key
+    try:
+        cfg = load_config(a.recipe, a.overrides)  # a bad recipe or override fails here, naming the key
+    except ConfigError as e:
+        return str(e)
     a.model = a.model or cfg.model.name
+    for arm in a.arms:  # each arm's config is whole and valid before any arm starts
+        try:
+            load_config(a.recipe, arm_overrides(a, arm) + ([f"reward.prm_model={a.prm_model}"] if a.prm_model else []))
+        except ConfigError as e:
+            return f"arm {arm} on {a.recipe}: {e}"
     if PRM_ARMS & set(a.arms):
         prm = Path(a.prm_model or load_config(CONFIG_DIR / "ablations" / "prm-dense.yaml").reward.prm_model)
         if not (prm / "value_head.safetensors").exists():
@@ -322,7 +380,8 @@ def check(a) -> str | None:
 
 def to_argv(a) -> list[str]:
     """The ``proctor study run`` arguments that parse back into ``a``."""
-    return ["--out", a.out, "--runs", a.runs, "--arms", ",".join(a.arms), "--iterations", str(a.iterations),
+    return ["--out", a.out, "--runs", a.runs, "--arms", ",".join(a.arms), "--recipe", str(a.recipe),
+            "--iterations", str(a.iterations),
             "--budget-min", str(a.budget_min), "--eval-dataset", a.eval_dataset, "--eval-limit", str(a.eval_limit),
             "--eval-skip", str(a.eval_skip), "--eval-turns", str(a.eval_turns),
             *(["--model", a.model] if a.model else []), *(["--prm-model", a.prm_model] if a.prm_model else []),

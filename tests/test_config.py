@@ -1,6 +1,13 @@
 import pytest
 
-from cluster.config import CONFIG_DIR, ConfigError, ProctorConfig, load_config, parse_overrides
+from cluster.config import (
+    CONFIG_DIR,
+    ConfigError,
+    ProctorConfig,
+    config_changes,
+    load_config,
+    parse_overrides,
+)
 
 
 def test_local_yaml_is_valid_and_matches_paper_defaults():
@@ -121,3 +128,19 @@ def test_critic_init_without_a_critic_is_one_clear_error():
     assert "reward.prm_critic_init needs a critic, but learner.advantage=grpo trains none" in msg
     assert "got {" not in msg  # not the whole config echoed back
     assert load_config(overrides=["learner.advantage=rloo"]).learner.advantage == "rloo"
+
+
+def test_config_changes_are_what_a_variant_states(tmp_path):
+    local = CONFIG_DIR / "local.yaml"
+    critic = config_changes(CONFIG_DIR / "ablations" / "prm-dense-critic.yaml", local)
+    # its own key, its base's keys (prm-dense.yaml), and a key equal to local.yaml's that it states anyway
+    assert {"reward.prm_critic_init=true", "reward.prm=true", 'reward.prm_model="runs/prm/model"',
+            'learner.advantage="gae"', 'learner.value_level="token"'} <= set(critic)
+    assert not any(o.startswith(("rollout.", "model.")) for o in critic)  # nothing of local.yaml itself
+    # applied on another config, the overrides give that config with the variant's switch
+    cfg = load_config(CONFIG_DIR / "learn-cpu.yaml", critic)
+    assert cfg.learner.advantage == "gae" and cfg.reward.prm_critic_init and cfg.learner.lora_rank == 16
+    (tmp_path / "v.yaml").write_text("base: w.yaml\nrollout:\n  max_turns: 1\n")
+    (tmp_path / "w.yaml").write_text("rollout:\n  feedback: none\n")
+    with pytest.raises(ConfigError, match=r"v\.yaml: not based on .*local\.yaml \(its base chain ends at .*w\.yaml\)"):
+        config_changes(tmp_path / "v.yaml", local)

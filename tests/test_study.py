@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from cluster.cli import build_parser, main
+from cluster.config import CONFIG_DIR, load_config
 from studies import study
 
 
@@ -114,8 +115,58 @@ def test_study_trains_evaluates_resumes_and_keeps_to_its_budget(tiny_model_dir, 
 
 def test_background_start_passes_every_argument_on():
     a = _args(["--out", "o", "--runs", "r", "--arms", "single-turn,feedback-none", "--iterations", "2",
+               "--recipe", "configs/learn-cpu.yaml",
                "--budget-min", "12.5", "--eval-limit", "7", "--eval-skip", "3", "--eval-turns", "2", "--model", "m",
                "--prm-model", "p", "--keep-checkpoints", "learner.lr=1e-5", "rollout.max_turns=2"])
     again = _args(study.to_argv(a))
     assert vars(again) == vars(a)
     assert vars(_args(study.to_argv(_args([])))) == vars(_args([]))  # defaults survive too
+
+
+def test_arms_on_a_recipe_are_the_recipe_plus_their_switch(tmp_path):
+    recipe = str(CONFIG_DIR / "learn-cpu.yaml")
+    a = _args(["--recipe", recipe, "--iterations", "5", "--prm-model", str(tmp_path), "rollout.max_new_tokens=256"])
+    (tmp_path / "value_head.safetensors").write_bytes(b"")
+    assert study.check(a) is None and a.model == "qwen2.5-coder-0.5b-instruct"  # every arm's config is valid
+    random = study.arm_overrides(a, "feedback-random")
+    assert not any(o.startswith(("run.out_dir=", "learner.lr=")) for o in random)  # the recipe's own lr stays
+    cfg = load_config(recipe, random)
+    assert cfg.rollout.feedback == "random" and cfg.learner.lora_rank == 16 and cfg.learner.advantage == "grpo"
+    assert cfg.run.iterations == 5 and cfg.rollout.max_new_tokens == 256 and cfg.run.save_policy
+    critic = load_config(recipe, study.arm_overrides(a, "prm-dense-critic"))
+    assert critic.learner.advantage == "gae" and critic.reward.prm_critic_init  # a critic to initialise
+    assert load_config(recipe, study.arm_overrides(a, "single-turn")).rollout.max_turns == 1
+    # the default recipe (configs/local.yaml) keeps the short-run lr that its 50-step warm-up needs
+    local = study.arm_overrides(_args([]), "single-turn")
+    assert "learner.lr=1e-6" in local and "learner.warmup_steps=0" in local
+    bad = _args(["--recipe", recipe, "--arms", "single-turn", "learner.lora_rank=8", "learner.zero_stage=3"])
+    assert "zero_stage=3" in study.check(bad)
+
+
+def _eval_dir(path: Path, first: list[bool], final: list[bool]) -> None:
+    path.mkdir(parents=True)
+    (path / "metrics.json").write_text(json.dumps({"max_turns": 3}))
+    (path / "results.jsonl").write_text("".join(
+        json.dumps({"id": f"P/{i}", "first_turn_solved": int(f), "solved": int(s)}) + "\n"
+        for i, (f, s) in enumerate(zip(first, final))))
+
+
+def test_report_pairs_each_arm_with_base_and_the_papers_claims(tmp_path):
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    out.mkdir()
+    n = 20
+    _eval_dir(runs / "base" / "eval", [i < 5 for i in range(n)], [i < 5 for i in range(n)])
+    _eval_dir(runs / "multi-turn" / "eval", [i < 6 for i in range(n)], [i < 13 for i in range(n)])  # 1@3 +8
+    _eval_dir(runs / "feedback-random" / "eval", [i < 5 for i in range(n)], [1 <= i < 6 for i in range(n)])
+    ev = {"dataset": "humaneval", "problems": n, "max_turns": 3, "pass@1": 0.25, "1@3": 0.25}
+    done = {"status": "done", "iterations": 1, "overrides": [], "train_s": 1, "eval_s": 1, "summary": {}}
+    rows = [{"arm": "base", "status": "done", "eval_s": 1, "eval": ev},
+            {"arm": "multi-turn", **done, "eval": {**ev, "pass@1": 0.3, "1@3": 0.65}},
+            {"arm": "feedback-random", **done, "eval": {**ev, "1@3": 0.25}}]
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = study.write_report(out, runs).read_text()
+    assert "| multi-turn | base | 5 -> 6 (+1 / -0, p = 1) | 5 -> 13 (+8 / -0, p = 0.00781) |" in text
+    assert "| feedback-random | base | 5 -> 5 (+0 / -0, p = 1) | 5 -> 5 (+1 / -1, p = 1) |" in text
+    assert ("- real execution feedback beats random feedback (RLEF): multi-turn is ahead of feedback-random "
+            "(feedback-random -> multi-turn: 5 -> 13 (+8 / -0, p = 0.00781); p < 0.05).") in text
+    assert "single-turn" not in text.split("## Paired per problem")[1]  # a claim needs both arms
