@@ -18,6 +18,7 @@ COPY learner learner
 COPY reward reward
 COPY sandbox_pool sandbox_pool
 COPY problems problems
+COPY studies studies
 COPY bench bench
 COPY configs configs
 RUN bash scripts/setup.sh && .venv/bin/proctor model prepare

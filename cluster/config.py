@@ -7,7 +7,6 @@ one ``ConfigError`` naming it (and the file it came from).
 from __future__ import annotations
 
 import difflib
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -161,13 +160,20 @@ def _read_tree(path: Path, seen: tuple[Path, ...] = (), stop: Path | None = None
     return _merge(_read_tree(path.parent / base, (*seen, path.resolve()), stop), data)
 
 
+def _yaml_value(v: Any) -> str:
+    """``v`` as one line of YAML that ``parse_overrides`` reads back as ``v`` (5e-05 -> ``5.0e-05``: YAML 1.1
+    reads a bare ``5e-05`` as a string)."""
+    return yaml.safe_dump(v, default_flow_style=True, width=float("inf"), allow_unicode=True).removesuffix(
+        "\n...\n").rstrip("\n")
+
+
 def config_changes(path: str | Path, base: str | Path) -> list[str]:
     """What a variant states, as ``key=value`` overrides to apply on another config: the keys that
     ``path`` and the files of its ``base`` chain set, up to (not including) ``base``."""
     def flat(tree: dict, prefix: str = "") -> list[str]:
         out: list[str] = []
         for k, v in tree.items():
-            out += flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}={json.dumps(v)}"]
+            out += flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}={_yaml_value(v)}"]
         return out
     return flat(_read_tree(Path(path), stop=Path(base)))
 

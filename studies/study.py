@@ -63,17 +63,28 @@ def _append(path: Path, row: dict) -> None:
 
 
 def _eval_args(a, model: str, out: Path) -> list[str]:
+    limit = ["--limit", str(a.eval_limit)] if a.eval_limit else []
     return ["eval", "--config", str(a.recipe), "--model", model, "--dataset", a.eval_dataset, "--turns",
-            str(a.eval_turns), *(["--limit", str(a.eval_limit)] if a.eval_limit else []), "--skip", str(a.eval_skip),
-            "--out", str(out), *a.overrides]
+            str(a.eval_turns), *limit, "--skip", str(a.eval_skip), "--out", str(out), *a.overrides,
+            *([] if limit else ["data.limit=null"])]  # --eval-limit 0: every problem, whatever the config says
+
+
+def arm_switch(arm: str) -> list[str]:
+    """What the arm changes, as overrides: what ``configs/ablations/ARM.yaml`` states against local.yaml."""
+    return [o for o in config_changes(CONFIG_DIR / "ablations" / f"{arm}.yaml", LOCAL)
+            if not o.startswith("run.out_dir=")]
+
+
+def shared_overrides(a) -> list[str]:
+    """The same for every arm: the common ones, the short-run lr on local.yaml, the study's own."""
+    short = LOCAL_SHORT if Path(a.recipe).resolve() == LOCAL.resolve() else []
+    return [*COMMON, *short, f"run.iterations={a.iterations}", *a.overrides]
 
 
 def arm_overrides(a, arm: str) -> list[str]:
-    """The overrides that make ``a.recipe`` into the arm: its switch, the common ones, the study's own."""
-    switch = [o for o in config_changes(CONFIG_DIR / "ablations" / f"{arm}.yaml", LOCAL)
-              if not o.startswith("run.out_dir=")]
-    short = LOCAL_SHORT if Path(a.recipe).resolve() == LOCAL.resolve() else []
-    return [*switch, *COMMON, *short, f"run.iterations={a.iterations}", *a.overrides]
+    """The overrides that make ``a.recipe`` into the arm: its switch, the shared ones, the PRM to use."""
+    prm = [f"reward.prm_model={a.prm_model}"] if arm in PRM_ARMS and a.prm_model else []
+    return [*arm_switch(arm), *shared_overrides(a), *prm]
 
 
 def run_study(a, console: Console) -> int:
@@ -110,12 +121,10 @@ def run_study(a, console: Console) -> int:
         run_dir.mkdir(parents=True)
         log = run_dir / "log.txt"
         overrides = arm_overrides(a, arm)
-        if arm in PRM_ARMS and a.prm_model:
-            overrides.append(f"reward.prm_model={a.prm_model}")
         console.print(f"arm {i}/{len(arms)} {arm}: training ({run_dir}, log {log})")
         rc, t_train = run_cli(["train", "--config", str(a.recipe), "--run-dir", str(run_dir), *overrides], log)
-        row = {"arm": arm, "recipe": str(a.recipe), "iterations": a.iterations, "overrides": overrides,
-               "train_s": round(t_train, 1)}
+        row = {"arm": arm, "recipe": str(a.recipe), "switch": arm_switch(arm), "shared": shared_overrides(a),
+               "iterations": a.iterations, "overrides": overrides, "train_s": round(t_train, 1)}
         if rc != 0:
             spent.append(t_train)
             _append(results, {**row, "status": "failed", "stage": "train", "error": log_tail(log)})
@@ -154,6 +163,14 @@ def _switch(arm: str) -> str:
         words.append(line.lstrip("# ").strip())
     text = " ".join(words)
     return text.split(". ")[0].rstrip(".") + "." if text else ""
+
+
+def _what(arm: str, row: dict) -> str:
+    """The table's "what it changes": on a recipe other than local.yaml, the overrides themselves (the
+    arm configs' comments speak of local.yaml)."""
+    if "switch" in row and Path(row["recipe"]).resolve() != LOCAL.resolve():
+        return " ".join(f"`{o}`" for o in row["switch"]) or "nothing: the recipe itself"
+    return _switch(arm)
 
 
 def _eval_slice(runs: Path) -> str:
@@ -252,7 +269,14 @@ def _paired(arms: list[str], runs: Path) -> list[str]:
     if "base" not in found or len(found) < 2:
         return []
     k13 = next(k for k in found["base"] if k != "pass@1")
-    lines = ["## Paired per problem", "", "Solved counts, gained / lost problems and McNemar's exact p (two-sided).", "",
+    unlike = [a for a in arms if a in found and (k13 not in found[a] or set(found[a][k13]) != set(found["base"][k13]))]
+    for a in unlike:  # evaluated on other problems or turns than base (a rerun with other --eval-* flags)
+        del found[a]
+    lines = ["## Paired per problem", "", "Solved counts, gained / lost problems and McNemar's exact p (two-sided, "
+             "each test on its own: no correction for the number of tests)."]
+    if unlike:
+        lines.append(f"Left out, evaluated on other problems or turns than the untrained model: {', '.join(unlike)}.")
+    lines += ["",
              f"| arm | against | pass@1 | {k13} |", "|---|---|---|---|"]
     lines += [f"| {a} | base | {_pair(paired(found['base']['pass@1'], found[a]['pass@1']))} | "
               f"{_pair(paired(found['base'][k13], found[a][k13]))} |" for a in arms if a in found]
@@ -293,7 +317,11 @@ def write_report(out: Path, runs: Path) -> Path:
         lines += [f"Evaluation: `{base['dataset']}`, {base['problems']} problems ({_eval_slice(runs)}), greedy, up to "
                   f"{turns} turns (pass@1 = the first attempt judged on the private tests; {k13} = the final attempt)."]
     if first_done:
-        lines += [f"Training: each arm is `configs/ablations/ARM.yaml` + `{' '.join(first_done['overrides'])}`."]
+        if "recipe" in first_done:
+            lines += [f"Training: each arm is `proctor train --config {first_done['recipe']}` + its switch (the "
+                      f"overrides in the table) + `{' '.join(first_done['shared'])}`."]
+        else:  # a study from before --recipe
+            lines += [f"Training: each arm is `configs/ablations/ARM.yaml` + `{' '.join(first_done['overrides'])}`."]
     lines += ["", f"| arm | what it changes | iterations | reward first -> last | invalid turns first -> last | "
               f"solved (train, last) | KL to ref (last) | pass@1 | {k13} | {k13} vs base (problems) | invalid eval turns | "
               "minutes |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -313,7 +341,7 @@ def write_report(out: Path, runs: Path) -> Path:
         invalid = f"{_fmt(m[0].get('invalid_turn_frac'), '.2f')} -> {_fmt(m[-1].get('invalid_turn_frac'), '.2f')}" if m else "-"
         delta = round((e[k13] - base[k13]) * n_eval) if base else None
         deltas.append((arm, delta, round((e["pass@1"] - base["pass@1"]) * n_eval) if base else None))
-        lines.append(f"| {arm} | {_switch(arm)} | {r['iterations']} | {_fmt(s.get('reward_first'))} -> "
+        lines.append(f"| {arm} | {_what(arm, r)} | {r['iterations']} | {_fmt(s.get('reward_first'))} -> "
                      f"{_fmt(s.get('reward_last'))} | {invalid} | {_fmt(s.get('solve_rate_last'), '.2f')} | {_fmt(kl, '.2e')} | "
                      f"{_fmt(e['pass@1'])} | {_fmt(e[k13])} | {delta if delta is not None else '-'} | "
                      f"{_invalid(e)} | {(r['train_s'] + r['eval_s']) / 60:.1f} |")
@@ -344,7 +372,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the config every arm starts from (e.g. configs/learn-cpu.yaml); an arm adds its switch")
     p.add_argument("--iterations", type=int, default=3)
     p.add_argument("--budget-min", type=float, default=80.0, help="no arm is started that would not fit")
-    p.add_argument("--model", default=None, help="the untrained model (default: model.name of configs/local.yaml)")
+    p.add_argument("--model", default=None, help="the untrained model (default: the recipe's model.name)")
     p.add_argument("--eval-dataset", default="humaneval")
     p.add_argument("--eval-limit", type=int, default=40, help="0 = every problem")
     p.add_argument("--eval-skip", type=int, default=64,
@@ -367,7 +395,7 @@ def check(a) -> str | None:
     a.model = a.model or cfg.model.name
     for arm in a.arms:  # each arm's config is whole and valid before any arm starts
         try:
-            load_config(a.recipe, arm_overrides(a, arm) + ([f"reward.prm_model={a.prm_model}"] if a.prm_model else []))
+            load_config(a.recipe, arm_overrides(a, arm))
         except ConfigError as e:
             return f"arm {arm} on {a.recipe}: {e}"
     if PRM_ARMS & set(a.arms):

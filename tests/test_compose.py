@@ -35,3 +35,15 @@ def test_compose_rejects_a_broken_file(tmp_path):
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")
     out = compose_config(tmp_path)
     assert out.returncode != 0 and "comand" in out.stderr
+
+
+def test_dockerfile_copies_every_installed_package():
+    """The image installs the repo with pip: a package pyproject.toml includes but the Dockerfile
+    leaves out breaks `proctor` (the CLI imports them all) and the image build with it."""
+    import re
+    import tomllib
+
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {p.rstrip("*") for p in include}
+    copied = set(re.findall(r"^COPY (\S+) \1$", (ROOT / "Dockerfile").read_text(), re.M))
+    assert packages - copied == set(), f"packages not copied into the image: {sorted(packages - copied)}"

@@ -134,8 +134,8 @@ def test_config_changes_are_what_a_variant_states(tmp_path):
     local = CONFIG_DIR / "local.yaml"
     critic = config_changes(CONFIG_DIR / "ablations" / "prm-dense-critic.yaml", local)
     # its own key, its base's keys (prm-dense.yaml), and a key equal to local.yaml's that it states anyway
-    assert {"reward.prm_critic_init=true", "reward.prm=true", 'reward.prm_model="runs/prm/model"',
-            'learner.advantage="gae"', 'learner.value_level="token"'} <= set(critic)
+    assert {"reward.prm_critic_init=true", "reward.prm=true", 'reward.prm_model=runs/prm/model',
+            'learner.advantage=gae', 'learner.value_level=token'} <= set(critic)
     assert not any(o.startswith(("rollout.", "model.")) for o in critic)  # nothing of local.yaml itself
     # applied on another config, the overrides give that config with the variant's switch
     cfg = load_config(CONFIG_DIR / "learn-cpu.yaml", critic)

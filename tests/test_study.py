@@ -170,3 +170,14 @@ def test_report_pairs_each_arm_with_base_and_the_papers_claims(tmp_path):
     assert ("- real execution feedback beats random feedback (RLEF): multi-turn is ahead of feedback-random "
             "(feedback-random -> multi-turn: 5 -> 13 (+8 / -0, p = 0.00781); p < 0.05).") in text
     assert "single-turn" not in text.split("## Paired per problem")[1]  # a claim needs both arms
+    assert "Training: each arm is `configs/ablations/ARM.yaml`" in text  # rows from before --recipe
+
+    # an arm evaluated on other problems (a rerun with other --eval-* flags) is named and left out
+    _eval_dir(runs / "feedback-none" / "eval", [True] * 30, [True] * 30)
+    recipe = {"recipe": "configs/learn-cpu.yaml", "switch": ["rollout.feedback=none"], "shared": ["run.iterations=6"]}
+    rows.append({"arm": "feedback-none", **done, **recipe, "eval": {**ev, "problems": 30}})
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = study.write_report(out, runs).read_text()
+    assert "Left out, evaluated on other problems or turns than the untrained model: feedback-none." in text
+    assert "| feedback-none | base |" not in text and "multi-turn is ahead of feedback-random" in text
+    assert "| feedback-none | `rollout.feedback=none` | 1 |" in text  # on a recipe: the switch itself
