@@ -117,7 +117,10 @@ def write_report(out: Path, runs: Path, seeds: list[int]) -> Path:
     base = outcomes(base_dir / "eval")
     has_slice = (base_dir / "eval-train-slice" / "metrics.json").exists()
     base_slice = outcomes(base_dir / "eval-train-slice") if has_slice else None
-    res: dict = {"model": base_metrics["model"], "dataset": base_metrics["dataset"], "problems": base_metrics["problems"],
+    flags = [*([f"--runs {runs}"] if Path(runs) != Path("runs/learn") else []),
+             *([f"--out {out}"] if Path(out) != Path("reports/learning") else []),
+             *([f"--seeds {','.join(map(str, seeds))}"] if list(seeds) != [0, 1] else [])]
+    res: dict = {"regenerate": " ".join(["proctor learn --report-only", *flags]), "model": base_metrics["model"], "dataset": base_metrics["dataset"], "problems": base_metrics["problems"],
                  "max_turns": turns, "base_pass1": sum(base["pass@1"].values()), f"base_1at{turns}": sum(base[k_at].values()),
                  "base_invalid_turns": base_metrics["invalid_turns"], "seeds": [], "trained_pass1": [],
                  f"trained_1at{turns}": [], "p_value": [], f"p_value_1at{turns}": [], "gained": [], "lost": [],
@@ -223,7 +226,7 @@ def _plot(out: Path, runs: Path, res: dict, turns: int) -> list[str]:
 def _markdown(res: dict, turns: int, samples: list, pngs: list[str]) -> str:
     n = res["problems"]
     lines = [f"# Learning: {res['model']}, held-out {res['dataset']} ({n} problems, greedy)", "",
-             "Regenerate: `proctor learn --report-only`. Paired per problem against the untrained model; "
+             f"Regenerate: `{res['regenerate']}`. Paired per problem against the untrained model; "
              "p = McNemar's exact test (two-sided).", "",
              f"| run | pass@1 | p | 1@{turns} | p | gained / lost (pass@1) | recovered by feedback | invalid turns "
              "| wall (train + eval) | the iterations alone |", "|---|---|---|---|---|---|---|---|---|---|",
