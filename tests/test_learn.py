@@ -120,5 +120,11 @@ def test_learn_end_to_end_on_the_tiny_model_and_a_rerun_skips_what_is_done(tiny_
     assert res["problems"] == 3 and res["seeds"] == [0] and len(res["p_value"]) == 1
     assert res["train_slice"][0]["problems"] == 2
     assert (runs / "seed0" / "policy" / "config.json").exists() and not (runs / "seed0" / "checkpoint").exists()
-    again = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
+    wall = json.loads((runs / "seed0" / "wall.json").read_text())
+    # a rerun with RLEF's sampling adds only the sampled evaluations, timed apart from the recipe's wall
+    again = subprocess.run([*cmd, "--rlef-sampling"], cwd=root, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "training" not in again.stdout, again.stdout[-2000:]
+    after = json.loads((runs / "seed0" / "wall.json").read_text())
+    assert after["train_s"] == wall["train_s"] and after["eval_s"] == pytest.approx(wall["eval_s"], abs=1.0)
+    assert after["eval_sampled_s"] > 0 and (runs / "seed0" / "eval-t0.2" / "metrics.json").exists()
+    assert len(json.loads((out / "results.json").read_text())["rlef_sampled"]) == 1
