@@ -19,6 +19,7 @@ from rollout.config import RolloutConfig
 from sandbox_pool.config import SandboxConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+LOCAL_CONFIG = CONFIG_DIR / "local.yaml"  # the default: CPU, one node
 
 
 class ConfigError(ValueError):
@@ -181,7 +182,7 @@ def config_changes(path: str | Path, base: str | Path) -> list[str]:
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> ProctorConfig:
     """Load ``path`` (default configs/local.yaml) and its ``base`` chain, apply ``key=value``
     overrides, validate."""
-    path = Path(path) if path else CONFIG_DIR / "local.yaml"
+    path = Path(path) if path else LOCAL_CONFIG
     data = _merge(_read_tree(path), parse_overrides(list(overrides)))
     try:
         return ProctorConfig.model_validate(data)

@@ -7,7 +7,7 @@ import pytest
 
 from cluster.cli import build_parser, main
 from cluster.config import CONFIG_DIR, load_config
-from studies import study
+from studies import study, study_report
 
 
 def _args(argv: list[str]):
@@ -90,7 +90,7 @@ def test_study_trains_evaluates_resumes_and_keeps_to_its_budget(tiny_model_dir, 
     a = _args([*common, "--arms", "single-turn", "--budget-min", "60"])
     assert study.check(a) is None and a.model == str(tiny_model_dir)
     assert study.run_study(a, Console()) == 0
-    rows = study.latest(study._read_rows(out / "results.jsonl"))
+    rows = study.latest(study.read_rows(out / "results.jsonl"))
     assert rows["base"]["status"] == "done", rows["base"].get("error")
     assert rows["single-turn"]["status"] == "done", rows["single-turn"].get("error")
     assert rows["base"]["eval"]["problems"] == 2 and rows["base"]["eval"]["max_turns"] == 3
@@ -99,13 +99,13 @@ def test_study_trains_evaluates_resumes_and_keeps_to_its_budget(tiny_model_dir, 
     assert (arm / "policy" / "model.safetensors").exists() and not (arm / "checkpoint").exists()
     assert json.loads((arm / "eval" / "metrics.json").read_text())["model"] == str(arm / "policy")
     # the switch held: one turn per training episode; the eval still gives every model 3 turns
-    assert {r["turns_mean"] for r in study._metrics(arm)} == {1.0}
+    assert {r["turns_mean"] for r in study_report._metrics(arm)} == {1.0}
 
     # Rerun with a second arm and no budget left: the done arm is not redone, the new one is skipped.
     a = _args([*common, "--arms", "single-turn,feedback-none", "--budget-min", "0"])
     study.check(a)
     study.run_study(a, Console())
-    all_rows = study._read_rows(out / "results.jsonl")
+    all_rows = study.read_rows(out / "results.jsonl")
     assert [r["arm"] for r in all_rows] == ["base", "single-turn", "feedback-none"]
     assert all_rows[-1]["status"] == "skipped" and "time budget" in all_rows[-1]["reason"]
     report = (out / "report.md").read_text()
