@@ -88,16 +88,12 @@ def cmd_eval(args) -> int:
     overrides = list(args.overrides)
     if args.model:
         overrides.append(f"model.name={args.model}")
-    if args.limit:
-        overrides.append(f"data.limit={args.limit}")
-    if args.skip is not None:  # --skip 0 is a choice too: it undoes a config's data.skip
-        overrides.append(f"data.skip={args.skip}")
     cfg = load_config(args.config, overrides)
     dataset = args.dataset or cfg.data.eval
     turns = args.turns or cfg.rollout.max_turns
     out = Path(args.out or Path(cfg.run.out_dir) / f"eval-{Path(dataset).stem.replace(':', '_')}-{turns}turn")
     evaluate(cfg, dataset, out, turns=turns, samples=args.samples, temperature=args.temperature,
-             top_p=args.top_p, console=console)
+             top_p=args.top_p, limit=args.limit, skip=args.skip, console=console)
     return 0
 
 
@@ -288,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--turns", type=int, help="attempts per rollout (default: rollout.max_turns)")
     p.add_argument("--samples", type=int, default=1, help="rollouts per problem")
     p.add_argument("--limit", type=int, help="only the first N problems (after --skip)")
-    p.add_argument("--skip", type=int, help="leave out the first N problems (default: data.skip from the config)")
+    p.add_argument("--skip", type=int, default=0, help="leave out the first N problems")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (RLEF reports 1@3 at 0.2)")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--out", help="output dir (default RUN_OUT_DIR/eval-DATASET)")

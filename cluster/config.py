@@ -36,9 +36,10 @@ class DataConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     train: str = "bundled"
     eval: str = "humaneval"
-    limit: int | None = Field(default=None, ge=1, description="use only the first N problems (after skip)")
-    skip: int = Field(default=0, ge=0, description="leave out the first N problems (e.g. an eval slice disjoint "
-                      "from PRM labels)")
+    limit: int | None = Field(default=None, ge=1, description="train on only the first N problems of data.train "
+                              "(after skip); evaluations take --limit")
+    skip: int = Field(default=0, ge=0, description="leave out the first N problems of data.train (e.g. a slice "
+                      "kept for evaluation); evaluations take --skip")
 
 
 class RunConfig(BaseModel):

@@ -27,11 +27,11 @@ from sandbox_pool.runner import Sandbox
 
 
 def evaluate(cfg: ProctorConfig, dataset: str, out_dir: Path, *, turns: int, samples: int = 1,
-             temperature: float = 0.0, top_p: float = 1.0, concurrency: int = 64,
-             console: Console | None = None) -> dict:
+             temperature: float = 0.0, top_p: float = 1.0, limit: int | None = None, skip: int = 0,
+             concurrency: int = 64, console: Console | None = None) -> dict:
     console = console or make_console()
     out_dir.mkdir(parents=True, exist_ok=True)
-    problems = load_problems(dataset, cfg.data.limit, cfg.data.skip)
+    problems = load_problems(dataset, limit, skip)  # data.limit / data.skip are the training source's
     console.print(f"[bold]{len(problems)}[/] problems from {dataset}; model {cfg.model.name}; "
                   f"{samples} rollout(s) of up to {turns} turn(s) each")
     model_dir = resolve(cfg.model.name, cache_dir=Path(cfg.model.cache_dir) if cfg.model.cache_dir else None,

@@ -43,8 +43,7 @@ def _eval(model: str, dataset: str, out: Path, a, log: Path, *, limit: int | Non
     if (out / "metrics.json").exists():
         return 0
     args = ["eval", "--config", a.config, "--model", model, "--dataset", dataset, "--out", str(out), *extra]
-    # data.skip is the training run's (the held-out slice): every evaluation starts at problem 0
-    return run_cli([*args, *(["--limit", str(limit)] if limit else []), *a.overrides, "data.skip=0"], log)[0]
+    return run_cli([*args, *(["--limit", str(limit)] if limit else []), *a.overrides], log)[0]
 
 
 def run_learn(a, console: Console) -> int:

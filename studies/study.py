@@ -37,7 +37,7 @@ PRM_ARMS = {"prm-dense", "prm-dense-critic"}
 # The same for every arm: no in-training eval (the study evaluates), the final policy saved.
 COMMON = ["run.eval_problems=0", "run.save_policy=true", "run.checkpoint_every=0"]
 # On configs/local.yaml only: its lr warm-up (50 steps) would keep a short run at ~0 lr.
-LOCAL_CONFIG_SHORT = ["learner.lr=1e-6", "learner.warmup_steps=0"]
+LOCAL_SHORT = ["learner.lr=1e-6", "learner.warmup_steps=0"]
 
 
 
@@ -49,8 +49,7 @@ def _append(path: Path, row: dict) -> None:
 def _eval_args(a, model: str, out: Path) -> list[str]:
     limit = ["--limit", str(a.eval_limit)] if a.eval_limit else []
     return ["eval", "--config", str(a.recipe), "--model", model, "--dataset", a.eval_dataset, "--turns",
-            str(a.eval_turns), *limit, "--skip", str(a.eval_skip), "--out", str(out), *a.overrides,
-            *([] if limit else ["data.limit=null"])]  # --eval-limit 0: every problem, whatever the config says
+            str(a.eval_turns), *limit, "--skip", str(a.eval_skip), "--out", str(out), *a.overrides]
 
 
 def arm_switch(arm: str) -> list[str]:
@@ -61,7 +60,7 @@ def arm_switch(arm: str) -> list[str]:
 
 def shared_overrides(a) -> list[str]:
     """The same for every arm: the common ones, the short-run lr on local.yaml, the study's own."""
-    short = LOCAL_CONFIG_SHORT if Path(a.recipe).resolve() == LOCAL_CONFIG.resolve() else []
+    short = LOCAL_SHORT if Path(a.recipe).resolve() == LOCAL_CONFIG.resolve() else []
     return [*COMMON, *short, f"run.iterations={a.iterations}", *a.overrides]
 
 

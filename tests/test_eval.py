@@ -12,7 +12,8 @@ def test_eval_cli_on_tiny_model(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "eval"
     rc = main(["eval", "--dataset", "humaneval", "--out", str(out), "--model", str(tiny_model_dir), "--limit", "3",
                "--turns", "2", "--samples", "2", "--temperature", "1.0",
-               "rollout.max_new_tokens=24", "rollout.max_model_len=1024", "rollout.kv_cache_gib=1"])
+               "rollout.max_new_tokens=24", "rollout.max_model_len=1024", "rollout.kv_cache_gib=1",
+               "data.skip=5", "data.limit=1"])  # the training source's slice: not the evaluation's
     assert rc == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["problems"] == 3 and metrics["rollouts_per_problem"] == 2 and metrics["max_turns"] == 2
