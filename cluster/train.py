@@ -136,6 +136,9 @@ class Run:
             critic_dir=str(Path(cfg.reward.prm_model).resolve()) if cfg.reward.prm_critic_init else None,
             num_gpus_per_worker=cfg.run.learner_gpus, actor_options=p and p.learner,
             pad_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+        if cfg.learner.dtype == "auto":
+            self.console.print(f"learner.dtype=auto -> {self.learner.dtype} (bf16 on a CPU with AMX or a CUDA GPU "
+                               "with bf16, float32 elsewhere)")
 
     def restore(self) -> int:
         """The learner from the last checkpoint (the initial weights if there is none), its weights

@@ -38,9 +38,15 @@ class LearnerConfig(BaseModel):
     minibatch_size: int = Field(default=8, ge=1, description="episodes per optimizer step, over all workers")
     micro_batch_tokens: int = Field(default=2048, ge=1,
                                     description="padded tokens per forward/backward (length-bucketed micro-batches)")
+    logprob_chunk_tokens: int = Field(
+        default=1024, ge=0, description="action tokens per chunk of the LM head and log-softmax (recomputed in the "
+        "backward): only the action positions go through the head and at most one chunk of [tokens, vocab] fp32 "
+        "logits exists at a time; 0 = the head on every column that predicts an action token, all logits kept")
     zero_stage: Literal[0, 1, 2, 3] = 2
     world_size: int = Field(default=1, ge=1, description="data-parallel learner workers")
-    dtype: Literal["float32", "bfloat16"] = "float32"
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        default="float32", description="weights and activations (fp32 master weights of what trains in bf16); auto "
+        "= bfloat16 where the learner's device runs it fast (a CPU with AMX, a CUDA GPU with bf16), float32 elsewhere")
     push_dtype: Literal["same", "bfloat16"] = Field(default="same", description="dtype of the weights sent to engines")
     gradient_checkpointing: bool = False
     freeze: list[str] = Field(default_factory=list, description="parameters whose name contains one of these are "

@@ -65,6 +65,9 @@ def learner_actor_class():
         def steps(self) -> int:
             return self.worker.steps
 
+        def dtype(self) -> str:
+            return self.worker.cfg.dtype
+
         def has_reference(self) -> bool:
             return self.worker.ref is not None
 
@@ -93,6 +96,7 @@ class LearnerGroup:
         # The group meets at rank 0's node (another host on a cluster), then every rank joins at once.
         addr, port = ray.get(self.workers[0].rendezvous.remote())
         ray.get([w.setup.remote(addr, port) for w in self.workers])  # surfaces init errors here
+        self.dtype = ray.get(self.workers[0].dtype.remote())  # learner.dtype=auto resolved on the worker's device
 
     def _all(self, method: str, *args):
         import ray

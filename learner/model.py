@@ -14,9 +14,28 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 VALUE_HEAD = "value_head.safetensors"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    """``learner.dtype=auto`` on ``device`` ("cpu" or "cuda"): bfloat16 where it runs fast (a CPU
+    with AMX tiles: ~5x fp32's matmul throughput; a CUDA GPU with bf16), float32 elsewhere."""
+    if dtype != "auto":
+        return dtype
+    if device == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    return "bfloat16" if cpu_has_amx() else "float32"
+
+
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX bf16 tiles (Linux's /proc/cpuinfo flag ``amx_bf16``)."""
+    try:
+        return "amx_bf16" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
 
 
 def load_policy(model_dir: str | Path, dtype: str = "float32") -> nn.Module:
@@ -136,11 +155,67 @@ class ValueModel(nn.Module):
 
 
 def action_logprobs(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, action_mask: Tensor,
-                    entropy: str = "none") -> tuple[Tensor, Tensor | None]:
+                    entropy: str = "none", chunk_tokens: int = 1024) -> tuple[Tensor, Tensor | None]:
     """Log-probability of each action token under ``model`` (and the policy entropy there), [B, T],
-    0 off-action. Only the positions that predict an action token of some row go through the LM head
-    (``logits_to_keep``), so the [B, T, V] logits of long prompts are never built. ``entropy``:
-    "none", "detached" (a metric) or "grad" (in the loss)."""
+    0 off-action. ``entropy``: "none", "detached" (a metric) or "grad" (in the loss).
+
+    ``chunk_tokens > 0``: the network runs without its LM head; the hidden states of the positions
+    that predict an action token (those alone, no padding or prompt) go through the head
+    ``chunk_tokens`` at a time, and in the backward each chunk's logits are recomputed
+    (checkpointed), so no [B, T, V] or [tokens, V] fp32 logits are ever held: at most one chunk's.
+    ``chunk_tokens = 0``: the head runs on every column that predicts an action token of some row
+    (``logits_to_keep``) and the [B, C, V] logits are kept for the backward."""
+    lm = causal_lm(model)
+    if chunk_tokens <= 0 or not _plain_head(lm):
+        return _logprobs_full(model, input_ids, attention_mask, action_mask, entropy)
+    captured = []
+    hook = lm.get_decoder().register_forward_hook(lambda _m, _a, out: captured.append(out[0]))
+    try:  # the whole network runs (engine and ZeRO hooks included); its head sees no position
+        model(input_ids=input_ids, attention_mask=attention_mask,
+              logits_to_keep=torch.zeros(0, dtype=torch.long, device=input_ids.device))
+    finally:
+        hook.remove()
+    rows, cols = action_mask[:, 1:].nonzero(as_tuple=True)           # position p predicts token p + 1
+    hidden, targets = captured[0][rows, cols], input_ids[rows, cols + 1]
+    head, want = lm.get_output_embeddings(), entropy != "none"
+    grad = torch.is_grad_enabled() and hidden.requires_grad
+    parts = []
+    for s in range(0, len(targets), chunk_tokens):
+        args = (head, hidden[s:s + chunk_tokens], targets[s:s + chunk_tokens], want, entropy == "grad")
+        parts.append(checkpoint(_head_logprobs, *args, use_reentrant=False) if grad else _head_logprobs(*args))
+    out = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
+    picked = torch.cat([p[0] for p in parts]) if parts else out.new_zeros(0)
+    out = out.index_put((rows, cols + 1), picked)
+    if not want:
+        return out, None
+    ent = torch.cat([p[1] for p in parts]) if parts else out.new_zeros(0)
+    return out, torch.zeros_like(out).index_put((rows, cols + 1), ent)
+
+
+def causal_lm(model: nn.Module) -> nn.Module:
+    """The HF causal LM inside a DeepSpeed engine and/or a peft wrapper."""
+    model = getattr(model, "module", model)
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _plain_head(lm: nn.Module) -> bool:
+    """Whether the logits are just ``get_output_embeddings()(hidden)`` (no soft-capping or scale)."""
+    c = getattr(lm, "config", None)
+    return (hasattr(lm, "get_decoder") and isinstance(lm.get_output_embeddings(), nn.Linear)
+            and not getattr(c, "final_logit_softcapping", None) and getattr(c, "logit_scale", 1.0) in (None, 1.0))
+
+
+def _head_logprobs(head: nn.Module, hidden: Tensor, targets: Tensor, want_entropy: bool, entropy_grad: bool):
+    logp = torch.log_softmax(head(hidden).float(), dim=-1)           # [n, V], one chunk
+    picked = logp.gather(-1, targets[:, None]).squeeze(-1)
+    if not want_entropy:
+        return picked, None
+    lp = logp if entropy_grad else logp.detach()
+    return picked, -(lp.exp() * lp).sum(-1)
+
+
+def _logprobs_full(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, action_mask: Tensor,
+                   entropy: str) -> tuple[Tensor, Tensor | None]:
     b, t = input_ids.shape
     cols = action_mask[:, 1:].any(0).nonzero().squeeze(-1)        # positions p predicting token p + 1
     logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=cols).logits.float()

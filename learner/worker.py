@@ -52,6 +52,7 @@ from learner.model import (
     freeze,
     host_copy,
     load_policy,
+    resolve_dtype,
     save_policy_dir,
     to_numpy,
 )
@@ -65,6 +66,8 @@ class PPOWorker:
         if cfg.threads_per_worker:
             torch.set_num_threads(cfg.threads_per_worker)
         deepspeed, backend = init_deepspeed(rank, world_size, master_addr, master_port, cfg.shm_comm)
+        # learner.dtype=auto: bf16 where this worker's device runs it fast, fp32 elsewhere
+        self.cfg = cfg = cfg.model_copy(update={"dtype": resolve_dtype(cfg.dtype, "cuda" if backend == "nccl" else "cpu")})
         self.deepspeed = deepspeed
         random.seed(seed)
         np.random.seed(seed)
@@ -152,8 +155,7 @@ class PPOWorker:
             if self.critic is not None:
                 values[rows, :n] = self.critic(mb.input_ids, mb.attention_mask).float()
             if cfg.old_logprobs == "recompute":
-                old_lp[rows, :n] = action_logprobs(self.actor, mb.input_ids, mb.attention_mask,
-                                                   mb.action_mask)[0].float()
+                old_lp[rows, :n] = self._logprobs(self.actor, mb)[0]
             if cfg.kl_beta > 0:
                 ref_lp[rows, :n] = self._ref_logprobs(mb)
         if cfg.kl_beta == 0:
@@ -198,9 +200,13 @@ class PPOWorker:
 
     def _ref_logprobs(self, mb: Batch) -> torch.Tensor:
         if self.ref is not None:
-            return action_logprobs(self.ref, mb.input_ids, mb.attention_mask, mb.action_mask)[0].float()
+            return self._logprobs(self.ref, mb)[0]
         with reference(self.actor.module):  # LoRA: the base network is the reference
-            return action_logprobs(self.actor, mb.input_ids, mb.attention_mask, mb.action_mask)[0].float()
+            return self._logprobs(self.actor, mb)[0]
+
+    def _logprobs(self, model, mb: Batch, entropy: str = "none"):
+        return action_logprobs(model, mb.input_ids, mb.attention_mask, mb.action_mask, entropy,
+                               self.cfg.logprob_chunk_tokens)
 
     def _prepare_critic_free(self, batch: Batch, old_lp, ref_lp, log_ratio, behaviour_gap, groups) -> dict[str, float]:
         """grpo / rloo: every action token carries its episode's group advantage; the KL to the
@@ -232,7 +238,7 @@ class PPOWorker:
         for group in self._split(mb, list(range(mb.size))):
             m = mb.take(group)
             ent_mode = "grad" if cfg.entropy_coef > 0 else "detached"
-            lp, ent = action_logprobs(self.actor, m.input_ids, m.attention_mask, m.action_mask, entropy=ent_mode)
+            lp, ent = self._logprobs(self.actor, m, ent_mode)
             pl, pst = ppo.policy_loss(lp, m.extra["old_logprobs"], m.extra["advantages"], m.action_mask, cfg.clip_eps,
                                       cfg.loss_agg)
             # This micro-batch's share of the minibatch: its action tokens (token_mean) or its episodes (seq_mean).
