@@ -50,7 +50,9 @@ def _reward(problems: dict, sandbox, cfg):
     return reward
 
 
-def run_trl(model_dir: str, problems: list, samples: int, max_tokens: int, cfg, console) -> dict:
+def run_trl(model_dir: str, problems: list, samples: int, max_tokens: int, cfg, console, dtype: str) -> dict:
+    """TRL's GRPOTrainer for one step; ``dtype`` bfloat16 = its ``bf16=True`` (fp32 weights, bf16
+    autocast: mixed precision as TRL and the HF Trainer do it)."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -66,19 +68,19 @@ def run_trl(model_dir: str, problems: list, samples: int, max_tokens: int, cfg, 
         args = GRPOConfig(output_dir=tmp, use_cpu=True, per_device_train_batch_size=len(problems) * samples,
                           num_generations=samples, max_completion_length=max_tokens, max_steps=1, temperature=1.0,
                           beta=0.05, learning_rate=cfg.learner.lr, report_to=[], logging_steps=1, save_strategy="no",
-                          seed=cfg.run.seed, bf16=False, dataloader_num_workers=0)
+                          seed=cfg.run.seed, bf16=dtype == "bfloat16", dataloader_num_workers=0)
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
         trainer = GRPOTrainer(model=model, processing_class=AutoTokenizer.from_pretrained(model_dir), reward_funcs=_reward({p.id: p for p in problems}, sandbox, cfg),
                               args=args, train_dataset=Dataset.from_list(rows))
         start_s = time.perf_counter() - t0
         spent = _time_methods(trainer, ["_generate", "_generate_and_score_completions"])
-        console.print(f"TRL GRPO: start-up {start_s:.1f} s; one step of {len(rows) * samples} completions")
+        console.print(f"TRL GRPO ({dtype}): start-up {start_s:.1f} s; one step of {len(rows) * samples} completions")
         t0 = time.perf_counter()
         trainer.train()
         step_s = time.perf_counter() - t0
     logs = [h for h in trainer.state.log_history if "reward" in h]
     gen, scored = spent["_generate"], spent["_generate_and_score_completions"]
-    return {"startup_s": round(start_s, 1), "iteration_s": round(step_s, 1), "generate_s": round(gen, 1),
+    return {"dtype": dtype, "startup_s": round(start_s, 1), "iteration_s": round(step_s, 1), "generate_s": round(gen, 1),
             "reward_and_reference_s": round(scored - gen, 1), "update_s": round(step_s - scored, 1),
             "reward_mean": logs[-1]["reward"] if logs else None,
             "completion_tokens_mean": logs[-1].get("completions/mean_length") if logs else None}
@@ -116,7 +118,11 @@ def run_proctor(problems_n: int, samples: int, max_tokens: int, overrides: list[
         train(cfg, Path(tmp), console=console)
         total = time.perf_counter() - t0
         [row] = read_metrics(Path(tmp))
-    return {"startup_s": round(total - row["iteration_s"], 1), "iteration_s": round(row["iteration_s"], 1),
+    from learner.model import resolve_dtype
+
+    return {"learner_dtype": resolve_dtype(cfg.learner.dtype, "cpu"), "rollout_dtype": resolve_dtype(cfg.rollout.dtype, "cpu"),
+            "rollout_compile": cfg.rollout.compile,
+            "startup_s": round(total - row["iteration_s"], 1), "iteration_s": round(row["iteration_s"], 1),
             "rollout_s": round(row["rollout_s"], 1), "learn_s": round(row["learn_s"], 1),
             "push_s": round(row["push_s"], 2), "reward_mean": row["reward_mean"],
             "completion_tokens_mean": row["reply_tokens_mean"]}
@@ -127,6 +133,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--problems", type=int, default=4)
     ap.add_argument("--samples", type=int, default=2)
     ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--trl-dtypes", default="float32,bfloat16",
+                    help="TRL runs, one per dtype (bfloat16: bf16=True); proctor is compared with the fastest")
     ap.add_argument("overrides", nargs="*", help="key=value for proctor's side (configs/local.yaml)")
     args = ap.parse_args(argv)
     console = make_console(stderr=True)
@@ -152,13 +160,17 @@ def main(argv: list[str]) -> int:
                   f"{args.max_tokens} new tokens, single turn")
     grpo = run_proctor(args.problems, args.samples, args.max_tokens, args.overrides, console, "grpo")
     ppo = run_proctor(args.problems, args.samples, args.max_tokens, args.overrides, console, "gae")
-    theirs = run_trl(model_dir, problems, args.samples, args.max_tokens, cfg, console)
+    trl_runs = [run_trl(model_dir, problems, args.samples, args.max_tokens, cfg, console, dt)
+                for dt in args.trl_dtypes.split(",")]
+    theirs = min(trl_runs, key=lambda r: r["iteration_s"])
     result = {"bench": "iteration", "model": cfg.model.name, "problems": args.problems, "samples": args.samples,
               "max_tokens": args.max_tokens, "proctor_grpo": grpo, "proctor_ppo": ppo, "trl_grpo": theirs,
+              "trl_runs": trl_runs,
               "ratio_proctor_vs_trl": round(grpo["iteration_s"] / theirs["iteration_s"], 3),
               "ratio_ppo_vs_trl": round(ppo["iteration_s"] / theirs["iteration_s"], 3),
               "differences": DIFFERENCES}
-    console.print(f"one iteration: proctor GRPO {grpo['iteration_s']} s, proctor PPO {ppo['iteration_s']} s, TRL GRPO "
+    console.print(f"one iteration: proctor GRPO {grpo['iteration_s']} s, proctor PPO {ppo['iteration_s']} s "
+                  f"(learner {grpo['learner_dtype']}, engine {grpo['rollout_dtype']}), TRL GRPO ({theirs['dtype']}) "
                   f"{theirs['iteration_s']} s (ratios {result['ratio_proctor_vs_trl']}, {result['ratio_ppo_vs_trl']}); "
                   f"{DIFFERENCES}")
     print(json.dumps(result))

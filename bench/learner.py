@@ -2,14 +2,15 @@
 
 One learner iteration (reference and critic forwards, then forward/backward/step of actor and
 critic; no critic under grpo) on the same synthetic batch under each layout, where a layout is
-``ADVANTAGE:DTYPE:ZERO_STAGExWORKERS[:chunkN]`` (``--layouts``; ``chunkN`` sets
-``learner.logprob_chunk_tokens``, 0 = the LM head on every action column with all logits kept).
+``ADVANTAGE:DTYPE:ZERO_STAGExWORKERS[:chunkN][:loraR]`` (``--layouts``; ``chunkN`` sets
+``learner.logprob_chunk_tokens``, 0 = the LM head on every action column with all logits kept;
+``loraR`` trains LoRA adapters of rank R instead of the whole network).
 Reports per layout the median iteration time after a warm-up, the range, tokens/s, peak resident
 memory of all workers together and the **model-FLOP utilisation**: the model FLOPs of the iteration
 over (wall x this machine's matmul throughput in the layout's dtype, measured in the same run on a
 2048 x 2048 matmul with the learner's threads). Model FLOPs count 2 per matmul parameter and token
-for a forward and 4 for a backward (2 for a frozen weight under LoRA: ``learner.lora_rank=16`` as
-an override), each network pass separately (reference, critic, actor); the
+for a forward and 4 for a backward (2 for a frozen weight under LoRA), each network pass
+separately (reference, critic, actor); the
 LM head counts only on the tokens whose log-probability the loss needs (the action tokens),
 attention's quadratic term is left out, and recomputation (checkpointing) is not model work.
 Last line: one JSON object.
@@ -91,17 +92,22 @@ def iteration_flops(n: dict[str, int], tokens: int, action_tokens: int, lcfg) ->
     return prepare + lcfg.ppo_epochs * (actor + 3 * critic)
 
 
+OPTIONS = {"chunk": "logprob_chunk_tokens", "lora": "lora_rank"}
+
+
 def parse_layout(spec: str) -> dict:
-    parts = spec.split(":")
+    """``ADVANTAGE:DTYPE:ZERO_STAGExWORKERS[:chunkN][:loraR]`` -> learner config fields."""
     try:
-        advantage, dtype, shape, *rest = parts
+        advantage, dtype, shape, *rest = spec.split(":")
         stage, workers = (int(x) for x in shape.split("x"))
-        chunk = int(rest[0].removeprefix("chunk")) if rest else None
-    except ValueError:
-        raise SystemExit(f"--layouts: {spec!r} is not ADVANTAGE:DTYPE:ZERO_STAGExWORKERS[:chunkN] "
-                         f"(e.g. grpo:bfloat16:0x1 or gae:float32:2x2:chunk0)") from None
-    return {"advantage": advantage, "dtype": dtype, "zero_stage": stage, "world_size": workers,
-            **({} if chunk is None else {"logprob_chunk_tokens": chunk})}
+        options = {}
+        for opt in rest:
+            key = next(k for k in OPTIONS if opt.startswith(k))
+            options[OPTIONS[key]] = int(opt.removeprefix(key))
+    except (ValueError, StopIteration):
+        raise SystemExit(f"--layouts: {spec!r} is not ADVANTAGE:DTYPE:ZERO_STAGExWORKERS[:chunkN][:loraR] "
+                         f"(e.g. grpo:bfloat16:0x1, gae:float32:2x2:chunk0 or grpo:auto:0x1:lora16)") from None
+    return {"advantage": advantage, "dtype": dtype, "zero_stage": stage, "world_size": workers, **options}
 
 
 def main(argv: list[str]) -> int:
@@ -113,7 +119,11 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--layouts", default=DEFAULT_LAYOUTS,
                     help="ADVANTAGE:DTYPE:ZERO_STAGExWORKERS[:chunkN], comma separated")
     args, console, cfg, model_dir = parse_with_config(ap, argv)
+    from learner.model import resolve_dtype
+
     layouts = {spec: parse_layout(spec) for spec in args.layouts.split(",")}
+    for layout in layouts.values():  # this bench runs the learner on this machine's CPU
+        layout["dtype"] = resolve_dtype(layout["dtype"], "cpu")
 
     from transformers import AutoConfig
 
@@ -146,7 +156,8 @@ def main(argv: list[str]) -> int:
         times = [m["step_s"] for m in runs]
         wall = statistics.median(times)
         flops = iteration_flops(n, tokens, action_tokens, lcfg)
-        out[spec] = {**layout, "logprob_chunk_tokens": lcfg.logprob_chunk_tokens, "iteration_s": wall,
+        out[spec] = {**layout, "logprob_chunk_tokens": lcfg.logprob_chunk_tokens, "lora_rank": lcfg.lora_rank,
+                     "trainable_params": runs[-1]["trainable_params"], "iteration_s": wall,
                      "iteration_s_range": [min(times), max(times)],
                      "tokens_per_s": statistics.median(m["tokens_per_s"] for m in runs),
                      "model_tflop": flops / 1e12, "achieved_gflops": flops / wall / 1e9,

@@ -51,8 +51,11 @@ def make_llm(model_dir: str, cfg: RolloutConfig, seed: int = 0):
         # use offset"; it kills the engine as soon as many long prompts arrive at once). Whole
         # prompts only, with a token budget that fits the longest.
         extra = {"enable_chunked_prefill": False, "max_num_batched_tokens": max(cfg.max_model_len, 4096)}
-    return LLM(model=str(model_dir), dtype=cfg.dtype, max_model_len=cfg.max_model_len,
-               enforce_eager=cpu_only(), distributed_executor_backend="uni", seed=seed, **extra)
+    from learner.model import resolve_dtype
+
+    dtype = resolve_dtype(cfg.dtype, "cpu" if cpu_only() else "cuda")
+    return LLM(model=str(model_dir), dtype=dtype, max_model_len=cfg.max_model_len,
+               enforce_eager=cpu_only() and not cfg.compile, distributed_executor_backend="uni", seed=seed, **extra)
 
 
 def sampling_params(spec: SamplingSpec):

@@ -36,8 +36,10 @@ def test_matmul_params_counts_a_tied_head_once(tiny_model_dir):
 def test_bad_layout_names_itself():
     assert parse_layout("grpo:bfloat16:2x1:chunk0") == {"advantage": "grpo", "dtype": "bfloat16", "zero_stage": 2,
                                                          "world_size": 1, "logprob_chunk_tokens": 0}
-    with pytest.raises(SystemExit, match="'grpo:0x1'"):
-        parse_layout("grpo:0x1")
+    assert parse_layout("gae:auto:0x2:lora16:chunk512")["lora_rank"] == 16
+    for bad in ("grpo:0x1", "grpo:float32:0x1:rank8"):
+        with pytest.raises(SystemExit, match=repr(bad)):
+            parse_layout(bad)
 
 
 @pytest.mark.slow

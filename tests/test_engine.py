@@ -142,3 +142,31 @@ def test_a_failed_engine_step_fails_every_caller(tiny_model_dir):
             asyncio.run(e.update_weights({}, 1))
     finally:
         e._closed = True
+
+
+@pytest.mark.slow
+def test_compiled_engine_matches_hf_before_and_after_a_weight_update(tiny_model_dir, tmp_path):
+    """rollout.compile: the compiled model gives HF's greedy tokens, and a weight update reaches the
+    compiled graph (it reads the same parameter tensors)."""
+    from safetensors.numpy import load_file
+    from transformers import AutoConfig, LlamaForCausalLM
+
+    from rollout.engine import Engine
+
+    engine = Engine(str(tiny_model_dir), RolloutConfig(max_model_len=1024, kv_cache_gib=1, compile=True))
+    try:
+        prompt = _ids(engine.tokenizer, PROMPTS[2])
+        spec = SamplingSpec(temperature=0.0, max_tokens=16)
+        torch.manual_seed(123)
+        other = LlamaForCausalLM(AutoConfig.from_pretrained(tiny_model_dir)).to(torch.float32).eval()
+        other.save_pretrained(tmp_path)
+        for model, version in ((_hf(tiny_model_dir), 0), (other, 5)):
+            if version:
+                asyncio.run(engine.update_weights(load_file(str(tmp_path / "model.safetensors")), version=version))
+            got = asyncio.run(engine.generate(prompt, spec))[0]
+            with torch.no_grad():
+                hf = model.generate(torch.tensor([prompt]), max_new_tokens=16, do_sample=False,
+                                    pad_token_id=engine.tokenizer.eos_token_id)[0, len(prompt):].tolist()
+            assert got.token_ids == hf[: len(got.token_ids)] and got.version == version
+    finally:
+        engine.close()

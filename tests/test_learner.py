@@ -315,3 +315,35 @@ def test_auto_dtype_is_bfloat16_where_the_cpu_has_amx(monkeypatch):
     for amx, want in ((True, "bfloat16"), (False, "float32")):
         monkeypatch.setattr(model, "cpu_has_amx", lambda amx=amx: amx)
         assert model.resolve_dtype("auto", "cpu") == want
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_chunked_logprobs_equal_the_full_head(tiny_model_dir, lora):
+    """learner.logprob_chunk_tokens: the head on the action tokens in chunks (recomputed in the
+    backward) gives the full head's log-probabilities, entropies and gradients."""
+    from learner.lora import add_adapters
+    from learner.model import action_logprobs, load_policy
+
+    torch.manual_seed(0)
+    model = load_policy(tiny_model_dir)
+    if lora:
+        model = add_adapters(model, 4, None, 0.0, [])
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                torch.nn.init.normal_(p, std=0.02)  # peft starts B at 0: give the adapters a gradient path
+    ids = torch.randint(0, model.config.vocab_size, (3, 40))
+    attention = torch.ones_like(ids)
+    attention[2, 30:] = 0                                        # a padded row
+    action = torch.zeros(3, 40, dtype=torch.bool)
+    action[0, 10:25], action[1, 20:40], action[2, 5:30] = True, True, True
+    out = {}
+    for chunk in (0, 7):                                         # 7: several chunks, the last one short
+        model.zero_grad()
+        lp, ent = action_logprobs(model, ids, attention, action, entropy="grad", chunk_tokens=chunk)
+        (lp.sum() + 0.1 * ent.sum()).backward()
+        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        out[chunk] = lp.detach(), ent.detach(), grads
+    (lp0, ent0, g0), (lp7, ent7, g7) = out[0], out[7]
+    assert (lp0[~action] == 0).all() and (lp0[action] < 0).all()
+    assert torch.allclose(lp0, lp7, atol=1e-5) and torch.allclose(ent0, ent7, atol=1e-4)
+    assert g0.norm() > 0 and torch.allclose(g0, g7, rtol=1e-4, atol=1e-6)
