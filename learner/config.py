@@ -39,9 +39,10 @@ class LearnerConfig(BaseModel):
     micro_batch_tokens: int = Field(default=2048, ge=1,
                                     description="padded tokens per forward/backward (length-bucketed micro-batches)")
     logprob_chunk_tokens: int = Field(
-        default=1024, ge=0, description="action tokens per chunk of the LM head and log-softmax (recomputed in the "
-        "backward): only the action positions go through the head and at most one chunk of [tokens, vocab] fp32 "
-        "logits exists at a time; 0 = the head on every column that predicts an action token, all logits kept")
+        default=1024, ge=0, description="action tokens per chunk of the LM head and log-softmax: only the action "
+        "positions go through the head; the first chunk's logits are kept for the backward, later chunks are "
+        "recomputed there, so at most two chunks of [tokens, vocab] fp32 logits exist at a time; 0 = the head on "
+        "every column that predicts an action token, all logits kept")
     zero_stage: Literal[0, 1, 2, 3] = 2
     world_size: int = Field(default=1, ge=1, description="data-parallel learner workers")
     dtype: Literal["auto", "float32", "bfloat16"] = Field(

@@ -161,8 +161,9 @@ def action_logprobs(model: nn.Module, input_ids: Tensor, attention_mask: Tensor,
 
     ``chunk_tokens > 0``: the network runs without its LM head; the hidden states of the positions
     that predict an action token (those alone, no padding or prompt) go through the head
-    ``chunk_tokens`` at a time, and in the backward each chunk's logits are recomputed
-    (checkpointed), so no [B, T, V] or [tokens, V] fp32 logits are ever held: at most one chunk's.
+    ``chunk_tokens`` at a time; the first chunk's logits are kept for the backward and every later
+    chunk's are recomputed there (checkpointed), so at most two chunks of [tokens, V] fp32 logits
+    exist at a time, never the [B, T, V] ones.
     ``chunk_tokens = 0``: the head runs on every column that predicts an action token of some row
     (``logits_to_keep``) and the [B, C, V] logits are kept for the backward."""
     lm = causal_lm(model)
@@ -182,7 +183,9 @@ def action_logprobs(model: nn.Module, input_ids: Tensor, attention_mask: Tensor,
     parts = []
     for s in range(0, len(targets), chunk_tokens):
         args = (head, hidden[s:s + chunk_tokens], targets[s:s + chunk_tokens], want, entropy == "grad")
-        parts.append(checkpoint(_head_logprobs, *args, use_reentrant=False) if grad else _head_logprobs(*args))
+        # The first chunk keeps its logits for the backward, later ones are recomputed there: one
+        # chunk's memory kept at most, and no recompute at all when the action tokens fit in one.
+        parts.append(checkpoint(_head_logprobs, *args, use_reentrant=False) if grad and s else _head_logprobs(*args))
     out = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
     picked = torch.cat([p[0] for p in parts]) if parts else out.new_zeros(0)
     out = out.index_put((rows, cols + 1), picked)
