@@ -117,7 +117,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--reply", type=int, default=256)
     ap.add_argument("--iterations", type=int, default=2, help="timed iterations per layout (after 1 warm-up)")
     ap.add_argument("--layouts", default=DEFAULT_LAYOUTS,
-                    help="ADVANTAGE:DTYPE:ZERO_STAGExWORKERS[:chunkN], comma separated")
+                    help="ADVANTAGE:DTYPE:ZERO_STAGExWORKERS[:chunkN][:loraR], comma separated (DTYPE may be auto)")
     args, console, cfg, model_dir = parse_with_config(ap, argv)
     from learner.model import resolve_dtype
 
