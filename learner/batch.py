@@ -156,10 +156,11 @@ def episode_return(s: Sample) -> float:
     return float(sum(s.turn_rewards) + dense)
 
 
-def assign_group_advantages(samples: list[Sample], kind: str) -> None:
+def assign_group_advantages(samples: list[Sample], kind: str, negative_scale: float = 1.0) -> None:
     """Set each sample's ``advantage`` from its group (same ``id``) in this batch (critic-free modes).
     Must see the whole rollout batch: groups span learner workers."""
-    for s, a in zip(samples, group_advantages([episode_return(s) for s in samples], [s.id for s in samples], kind)):
+    returns = [episode_return(s) for s in samples]
+    for s, a in zip(samples, group_advantages(returns, [s.id for s in samples], kind, negative_scale=negative_scale)):
         s.advantage = a
 
 

@@ -26,6 +26,10 @@ class LearnerConfig(BaseModel):
     skip_uniform_groups: bool = Field(
         default=False, description="grpo / rloo: leave out the groups whose episodes all got the same return (their "
         "advantages are 0: no policy gradient; DAPO's dynamic sampling). Exact when kl_beta is 0")
+    negative_advantage_scale: float = Field(
+        default=1.0, ge=0, le=1, description="grpo / rloo: the weight of the below-average episodes' (negative) "
+        "advantages; 1 = the plain estimator, 0 = learn from the better episodes only. Pushing down sampled tokens "
+        "spreads probability mass (entropy rises); pushing up the better episodes sharpens the policy")
     whiten_advantages: bool = True
     old_logprobs: Literal["behaviour", "recompute"] = Field(
         default="behaviour", description="ratio denominator: the sampler's logprobs, or the learner's before the update")
@@ -60,6 +64,13 @@ class LearnerConfig(BaseModel):
                                     "v_proj]); empty = every linear layer of the blocks (peft's all-linear: not lm_head)")
     shm_comm: bool = Field(default=True, description="DeepSpeed's shared-memory allreduce on CPU (JIT-built once)")
     threads_per_worker: int | None = Field(default=None, ge=1, description="torch threads per learner worker")
+
+    @model_validator(mode="after")
+    def _negative_scale_mode(self):
+        if self.negative_advantage_scale != 1.0 and self.advantage == "gae":
+            raise ValueError("learner.negative_advantage_scale applies to the critic-free advantages "
+                             "(learner.advantage grpo or rloo), not to gae's whitened ones")
+        return self
 
     @model_validator(mode="after")
     def _lora_layout(self):

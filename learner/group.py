@@ -118,7 +118,7 @@ class LearnerGroup:
 
         left_out = {"episodes_in": len(samples), "skipped_uniform": 0}
         if self.cfg.advantage != "gae":  # groups (a problem's episodes) span workers: whole batch here
-            assign_group_advantages(samples, self.cfg.advantage)
+            assign_group_advantages(samples, self.cfg.advantage, self.cfg.negative_advantage_scale)
             if self.cfg.skip_uniform_groups:
                 kept = informative(samples)
                 left_out["skipped_uniform"] = len(samples) - len(kept)

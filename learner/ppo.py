@@ -236,18 +236,24 @@ def token_rewards_shaped(turn_rewards: Tensor, turn_last: Tensor, token_rewards:
     return r.scatter_add(1, turn_last.clamp(min=0), per_turn)
 
 
-def group_advantages(returns: list[float], groups: list[str], kind: str = "grpo", eps: float = 1e-6) -> list[float]:
+def group_advantages(returns: list[float], groups: list[str], kind: str = "grpo", eps: float = 1e-6,
+                     negative_scale: float = 1.0) -> list[float]:
     """Critic-free advantages of whole episodes from the other episodes of the same group (the same
     problem in one rollout batch); every action token of an episode gets its episode's value.
 
     - ``"grpo"`` (Shao et al. 2024): (R - mean of the group) / (std of the group + eps), population std;
     - ``"rloo"`` (Ahmadian et al. 2024): R - the mean of the group's *other* episodes.
     A group of one episode, or one whose returns are all equal, gives 0: nothing to compare against.
+    ``negative_scale`` multiplies the negative advantages (below the group's mean): 1 is the plain
+    estimator, 0 learns from the better-than-average episodes only (Zhu et al. 2025 split the policy
+    gradient into these positive and negative parts; the positive one sharpens what already works).
     """
     if len(returns) != len(groups):
         raise ValueError(f"{len(returns)} returns for {len(groups)} group keys")
     if kind not in ("grpo", "rloo"):
         raise ValueError(f"unknown group advantage {kind!r} (expected 'grpo' or 'rloo')")
+    if not 0.0 <= negative_scale <= 1.0:
+        raise ValueError(f"negative_scale {negative_scale} is outside [0, 1]")
     members: dict[str, list[int]] = {}
     for i, g in enumerate(groups):
         members.setdefault(g, []).append(i)
@@ -260,7 +266,8 @@ def group_advantages(returns: list[float], groups: list[str], kind: str = "grpo"
         mean = sum(rs) / n
         std = (sum((r - mean) ** 2 for r in rs) / n) ** 0.5
         for i in rows:
-            out[i] = (returns[i] - mean) / (std + eps) if kind == "grpo" else (returns[i] - (n * mean - returns[i]) / (n - 1))
+            a = (returns[i] - mean) / (std + eps) if kind == "grpo" else (returns[i] - (n * mean - returns[i]) / (n - 1))
+            out[i] = a * negative_scale if a < 0 else a
     return out
 
 

@@ -282,7 +282,7 @@ class PPOWorker:
             if self.world_size > 1:
                 raise ValueError(f"learner.advantage={self.cfg.advantage} with {self.world_size} workers: assign "
                                  "group advantages on the whole batch first (LearnerGroup.train does)")
-            assign_group_advantages(samples, self.cfg.advantage)
+            assign_group_advantages(samples, self.cfg.advantage, self.cfg.negative_advantage_scale)
         batch = collate(samples, self.pad_id).to(self.device)
         metrics = self._prepare(batch)
         per_rank = max(1, self.cfg.minibatch_size // self.world_size)

@@ -112,3 +112,5 @@ def test_assign_group_advantages_uses_whole_episode_returns():
     assign_group_advantages(samples, "rloo")
     assert [s.advantage for s in samples] == pytest.approx([2.3, -2.3, 0.0])
     assert collate(samples, 0).advantages.tolist() == pytest.approx([2.3, -2.3, 0.0])
+    assign_group_advantages(samples, "rloo", negative_scale=0.5)  # learner.negative_advantage_scale
+    assert [s.advantage for s in samples] == pytest.approx([2.3, -1.15, 0.0])

@@ -345,6 +345,28 @@ def test_group_advantages_by_hand():
         ppo.group_advantages([1.0], ["a"], "ppo")
 
 
+def test_group_advantages_negative_scale_weighs_only_the_below_average_episodes():
+    returns = [1.0, -1.0, -1.0, -1.0, 0.5, 0.5, 3.0, 0.0]
+    groups = ["a", "a", "a", "a", "b", "b", "c", "c"]
+    for kind in ("grpo", "rloo"):
+        plain = ppo.group_advantages(returns, groups, kind)
+        half = ppo.group_advantages(returns, groups, kind, negative_scale=0.5)
+        only_pos = ppo.group_advantages(returns, groups, kind, negative_scale=0.0)
+        assert half == pytest.approx([a / 2 if a < 0 else a for a in plain])
+        assert only_pos == pytest.approx([max(a, 0.0) for a in plain])
+        assert half[0] == plain[0] > 0 and half[6] == plain[6] > 0  # the better episodes keep their weight
+        assert sum(half[:4]) > 0 and sum(plain[:4]) == pytest.approx(0.0, abs=1e-6)  # net push up, not zero-sum
+    with pytest.raises(ValueError, match="negative_scale 1.5 is outside"):
+        ppo.group_advantages(returns, groups, "grpo", negative_scale=1.5)
+
+
+def test_negative_advantage_scale_is_a_critic_free_setting():
+    from learner.config import LearnerConfig
+    assert LearnerConfig(advantage="grpo", negative_advantage_scale=0.5).negative_advantage_scale == 0.5
+    with pytest.raises(ValueError, match="critic-free advantages"):
+        LearnerConfig(advantage="gae", negative_advantage_scale=0.5)
+
+
 def test_kl_loss_k3_is_zero_at_the_reference_and_pulls_back_to_it():
     ref = torch.log_softmax(torch.randn(2, 5), -1)
     mask = torch.tensor([[0, 1, 1, 1, 0], [0, 0, 1, 1, 1]], dtype=torch.bool)
