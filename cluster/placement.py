@@ -53,6 +53,15 @@ class Placement:
                 for i in range(len(wanted))]
         return cls(pg, opts[:learners], opts[learners:])
 
+    def nodes(self) -> dict[str, list[str]]:
+        """The Ray node id that holds each learner rank's and each engine's bundle (now: a bundle of a
+        node that died is placed again elsewhere when the cluster has room)."""
+        import ray
+
+        where = ray.util.placement_group_table(self.group).get("bundles_to_node_id", {})
+        ids = [where.get(i, "") for i in range(len(self.learner) + len(self.engines))]
+        return {"learner": ids[:len(self.learner)], "engines": ids[len(self.learner):]}
+
     def release(self) -> None:
         import ray
 

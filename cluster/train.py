@@ -40,7 +40,7 @@ from cluster.progress import make_console
 from cluster.ray_local import init_ray
 from cluster.rollouts import heldout_metrics, rollout
 from cluster.trajectory import to_samples
-from learner.group import LearnerGroup
+from learner.group import LearnerGroup, LearnerStartTimeout
 from problems import load_problems
 from reward.score import Rewards, scoreable
 from rollout.engine import EngineGroup
@@ -135,10 +135,19 @@ class Run:
             self.model_dir, cfg.learner, seed=cfg.run.seed, num_cpus_per_worker=cfg.run.learner_cpus,
             critic_dir=str(Path(cfg.reward.prm_model).resolve()) if cfg.reward.prm_critic_init else None,
             num_gpus_per_worker=cfg.run.learner_gpus, actor_options=p and p.learner,
+            start_timeout_s=cfg.run.placement_timeout_s if p else None,
             pad_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
         if cfg.learner.dtype == "auto":
             self.console.print(f"learner.dtype=auto -> {self.learner.dtype} (bf16 on a CPU with AMX or a CUDA GPU "
                                "with bf16, float32 elsewhere)")
+
+    def record_placement(self) -> None:
+        """``RUN_DIR/placement.json``: the node of each learner rank's and engine's bundle."""
+        if self.placement:
+            nodes = self.placement.nodes()
+            (self.run_dir / "placement.json").write_text(json.dumps({"strategy": self.cfg.run.placement, **nodes}))
+            self.console.print(f"placement ({self.cfg.run.placement}): learner ranks on nodes "
+                               f"{[n[:8] for n in nodes['learner']]}, engines on {[n[:8] for n in nodes['engines']]}")
 
     def restore(self) -> int:
         """The learner from the last checkpoint (the initial weights if there is none), its weights
@@ -192,7 +201,13 @@ class Run:
         self.background.cancel()  # a rollout started ahead ran on weights that are now gone
         self.background = BackgroundLoop()
         self.learner.shutdown()
-        self.build_learner()
+        try:
+            self.build_learner()
+        except LearnerStartTimeout as e:
+            raise LearnerLost(f"a learner worker died during iteration {it + 1} ({type(error).__name__}) and the "
+                              f"learner could not be rebuilt: {e}. The last checkpoint stands: "
+                              f"proctor train --resume {self.run_dir}") from None
+        self.record_placement()
         it = self.restore()
         self.log.truncate(it)
         self.console.print(f"[yellow]a learner worker died ({type(error).__name__}): learner rebuilt from "
@@ -229,6 +244,7 @@ def setup(cfg: ProctorConfig, run_dir: Path, console: Console, resume: bool) -> 
               MetricsLog(run_dir, wandb))
     run.build_learner()
     engines.wait_ready()
+    run.record_placement()
     start = 0
     if resume:
         if not (run.ckpt / "driver.json").exists():
@@ -271,12 +287,13 @@ def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: C
             try:
                 with timer("learn"):
                     stats = run.learner.train(samples)
+                stage = "push"
+                with timer("push"):
+                    run.engines.load(run.learner.weights_ref(), version=it + 1)
             except WORKER_LOST as e:
                 it, ahead = run.restart_learner(e, it), None
                 rows = [r for r in rows if r["iteration"] <= it]
                 continue
-            with timer("push"):
-                run.engines.load(run.learner.weights_ref(), version=it + 1)
             stage, done = "done", it + 1
             row = {"iteration": done, **episode_metrics(episodes), "dropped_infra_error": len(episodes) - len(kept),
                    "policy_lag": it - sum(s.version for s in samples) / max(len(samples), 1),
@@ -302,7 +319,7 @@ def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: C
     except KeyboardInterrupt as e:
         interrupted = e
         run.background.cancel()  # a rollout in flight stops now instead of running to its end
-        if stage == "learn":  # the update may be half applied: keep the last checkpoint
+        if stage in ("learn", "push"):  # the update may be half applied or not pushed: keep the last checkpoint
             console.print("[yellow]interrupted during a learner update: not saved; the last checkpoint stands[/]")
         else:
             run.save(done)

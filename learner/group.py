@@ -17,6 +17,10 @@ from learner.batch import Sample, SampleError, assign_group_advantages, informat
 from learner.config import LearnerConfig
 
 
+class LearnerStartTimeout(RuntimeError):
+    """The learner workers could not be scheduled in time (no room in the cluster for them)."""
+
+
 def free_port() -> int:
     """A TCP port free on every interface of this host (other ranks may connect from other hosts)."""
     with socket.socket() as s:
@@ -77,8 +81,10 @@ def learner_actor_class():
 class LearnerGroup:
     def __init__(self, model_dir: str, cfg: LearnerConfig, *, seed: int = 0, critic_dir: str | None = None,
                  num_cpus_per_worker: float = 1, num_gpus_per_worker: float = 0, pad_id: int | None = None,
-                 actor_options: list[dict] | None = None):
-        """``actor_options[r]``: extra Ray options for rank r (e.g. a placement-group bundle)."""
+                 actor_options: list[dict] | None = None, start_timeout_s: float | None = None):
+        """``actor_options[r]``: extra Ray options for rank r (e.g. a placement-group bundle);
+        ``start_timeout_s``: how long the workers may take to be scheduled and started (None: no limit;
+        a bundle whose node is gone waits until the cluster has room for it again)."""
         import ray
 
         if cfg.minibatch_size % cfg.world_size:
@@ -94,14 +100,44 @@ class LearnerGroup:
                                 critic_dir=critic_dir, pad_id=pad_id)
                         for r in range(cfg.world_size)]
         # The group meets at rank 0's node (another host on a cluster), then every rank joins at once.
-        addr, port = ray.get(self.workers[0].rendezvous.remote())
-        ray.get([w.setup.remote(addr, port) for w in self.workers])  # surfaces init errors here
+        try:
+            addr, port = ray.get(self.workers[0].rendezvous.remote(), timeout=start_timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            self.shutdown()
+            raise LearnerStartTimeout(
+                f"the learner workers were not scheduled within {start_timeout_s:.0f} s: the cluster has no room for "
+                f"{cfg.world_size} worker(s) of {num_cpus_per_worker} CPU / {num_gpus_per_worker} GPU (or their "
+                f"placement-group bundles, whose node may be gone); cluster {ray.cluster_resources()}, free "
+                f"{ray.available_resources()}") from None
+        self._gather([w.setup.remote(addr, port) for w in self.workers])  # surfaces init errors here
         self.dtype = ray.get(self.workers[0].dtype.remote())  # learner.dtype=auto resolved on the worker's device
 
     def _all(self, method: str, *args):
+        return self._gather([getattr(w, method).remote(*args) for w in self.workers])
+
+    def _gather(self, futures: list) -> list:
+        """``ray.get`` over the ranks, failing fast: the first rank to fail raises at once (the others
+        may be blocked in a collective with it), and a rank's error that a dead peer caused (a broken
+        collective) is raised as that peer's death (``RayActorError``), which the driver recovers from."""
         import ray
 
-        return ray.get([getattr(w, method).remote(*args) for w in self.workers])
+        pending = list(futures)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            try:
+                ray.get(ready[0])
+            except ray.exceptions.RayActorError:
+                raise
+            except ray.exceptions.RayTaskError as e:
+                for w in self.workers:
+                    try:
+                        ray.get(w.steps.remote(), timeout=30)
+                    except ray.exceptions.RayActorError as dead:
+                        raise dead from e
+                    except (ray.exceptions.GetTimeoutError, ray.exceptions.RayTaskError):
+                        pass  # alive: blocked in a collective, or failed on its own
+                raise
+        return ray.get(list(futures))
 
     def shard(self, samples: list[Sample]) -> list[list[Sample]]:
         w = self.cfg.world_size
@@ -114,8 +150,6 @@ class LearnerGroup:
         """One update on a rollout batch. Returns the workers' metrics plus what was left out and why:
         ``skipped_uniform`` (``skip_uniform_groups``) and ``dropped_uneven`` (the last few episodes
         when the batch does not split evenly over the workers, which must run the same steps)."""
-        import ray
-
         left_out = {"episodes_in": len(samples), "skipped_uniform": 0}
         if self.cfg.advantage != "gae":  # groups (a problem's episodes) span workers: whole batch here
             assign_group_advantages(samples, self.cfg.advantage, self.cfg.negative_advantage_scale)
@@ -129,7 +163,7 @@ class LearnerGroup:
         if not samples:
             return left_out
         shards = self.shard(samples)
-        return {**ray.get([w.train.remote(s) for w, s in zip(self.workers, shards)])[0], **left_out}
+        return {**self._gather([w.train.remote(s) for w, s in zip(self.workers, shards)])[0], **left_out}
 
     def weights_ref(self, dtype: str | None = None):
         """Reference to the actor's full weights in the object store (one copy, made on rank 0)."""
