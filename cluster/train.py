@@ -201,12 +201,19 @@ class Run:
         self.background.cancel()  # a rollout started ahead ran on weights that are now gone
         self.background = BackgroundLoop()
         self.learner.shutdown()
-        try:
-            self.build_learner()
-        except LearnerStartTimeout as e:
-            raise LearnerLost(f"a learner worker died during iteration {it + 1} ({type(error).__name__}) and the "
-                              f"learner could not be rebuilt: {e}. The last checkpoint stands: "
-                              f"proctor train --resume {self.run_dir}") from None
+        for attempt in range(1, 4):
+            try:
+                self.build_learner()
+                break
+            except (*WORKER_LOST, LearnerStartTimeout) as e:
+                # A new worker may land on the lost node before the cluster has declared it dead: try again.
+                if isinstance(e, LearnerStartTimeout) or attempt == 3:
+                    raise LearnerLost(f"a learner worker died during iteration {it + 1} ({type(error).__name__}) "
+                                      f"and the learner could not be rebuilt: {e}. The last checkpoint stands: "
+                                      f"proctor train --resume {self.run_dir}") from None
+                self.console.print(f"[yellow]rebuilding the learner: a worker died while starting "
+                                   f"({type(e).__name__}); attempt {attempt + 1} of 3[/]")
+                time.sleep(5)
         self.record_placement()
         it = self.restore()
         self.log.truncate(it)

@@ -101,7 +101,9 @@ class LearnerGroup:
                         for r in range(cfg.world_size)]
         # The group meets at rank 0's node (another host on a cluster), then every rank joins at once.
         try:
-            addr, port = ray.get(self.workers[0].rendezvous.remote(), timeout=start_timeout_s)
+            ray.get([w.__ray_ready__.remote() for w in self.workers], timeout=start_timeout_s)  # all scheduled
+            addr, port = ray.get(self.workers[0].rendezvous.remote())
+            self._gather([w.setup.remote(addr, port) for w in self.workers])  # surfaces init errors here
         except ray.exceptions.GetTimeoutError:
             self.shutdown()
             raise LearnerStartTimeout(
@@ -109,7 +111,9 @@ class LearnerGroup:
                 f"{cfg.world_size} worker(s) of {num_cpus_per_worker} CPU / {num_gpus_per_worker} GPU (or their "
                 f"placement-group bundles, whose node may be gone); cluster {ray.cluster_resources()}, free "
                 f"{ray.available_resources()}") from None
-        self._gather([w.setup.remote(addr, port) for w in self.workers])  # surfaces init errors here
+        except BaseException:
+            self.shutdown()  # no half-built group left holding its bundles
+            raise
         self.dtype = ray.get(self.workers[0].dtype.remote())  # learner.dtype=auto resolved on the worker's device
 
     def _all(self, method: str, *args):

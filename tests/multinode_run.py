@@ -52,7 +52,7 @@ def main() -> int:
     node_args = {"node_ip_address": "127.0.0.1", "object_store_memory": 256 << 20}
     cluster = Cluster(initialize_head=True, head_node_args={**node_args, "num_cpus": 0, "include_dashboard": False})
     workers = [cluster.add_node(**node_args, num_cpus=1) for _ in range(a.workers)]
-    names = {cluster.head_node.unique_id: "head", **{n.unique_id: f"worker{i}" for i, n in enumerate(workers)}}
+    names = {cluster.head_node.node_id: "head", **{n.node_id: f"worker{i}" for i, n in enumerate(workers)}}
     run = Path(a.run)
     cfg = load_config(ROOT / "configs" / "tiny.yaml", [
         f"model.name={a.model}", f"run.ray_address={cluster.address}", "run.placement=spread",
@@ -67,7 +67,7 @@ def main() -> int:
         placed = json.loads((run / "placement.json").read_text())
         target = placed[role][int(index)]
         result["placement_before"] = placed
-        node = next(n for n in workers if n.unique_id == target)
+        node = next(n for n in workers if n.node_id == target)
         cluster.remove_node(node, allow_graceful=False)
         result["removed"] = {"node": target, "name": names[target], "role": a.remove, "after": a.after,
                              "at": time.time()}

@@ -356,7 +356,7 @@ def test_group_advantages_negative_scale_weighs_only_the_below_average_episodes(
         assert only_pos == pytest.approx([max(a, 0.0) for a in plain])
         assert half[0] == plain[0] > 0 and half[6] == plain[6] > 0  # the better episodes keep their weight
         assert sum(half[:4]) > 0 and sum(plain[:4]) == pytest.approx(0.0, abs=1e-6)  # net push up, not zero-sum
-    with pytest.raises(ValueError, match="negative_scale 1.5 is outside"):
+    with pytest.raises(ValueError, match=r"negative_scale 1\.5 is outside"):
         ppo.group_advantages(returns, groups, "grpo", negative_scale=1.5)
 
 
