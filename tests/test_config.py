@@ -140,7 +140,19 @@ def test_config_changes_are_what_a_variant_states(tmp_path):
     # applied on another config, the overrides give that config with the variant's switch
     cfg = load_config(CONFIG_DIR / "learn-cpu.yaml", critic)
     assert cfg.learner.advantage == "gae" and cfg.reward.prm_critic_init and cfg.learner.lora_rank == 16
+    assert cfg.learner.negative_advantage_scale == 1.0  # the critic-free down-weighting left behind
     (tmp_path / "v.yaml").write_text("base: w.yaml\nrollout:\n  max_turns: 1\n")
     (tmp_path / "w.yaml").write_text("rollout:\n  feedback: none\n")
     with pytest.raises(ConfigError, match=r"v\.yaml: not based on .*local\.yaml \(its base chain ends at .*w\.yaml\)"):
         config_changes(tmp_path / "v.yaml", local)
+
+
+def test_every_study_arm_applies_on_the_learning_recipe():
+    """``proctor study`` runs each arm's changes on ``learn-cpu.yaml``: none may clash with the recipe
+    (the gae arms must not keep a critic-free setting the validator refuses)."""
+    from studies.study import ARMS
+
+    for arm in ARMS:
+        cfg = load_config(CONFIG_DIR / "learn-cpu.yaml", config_changes(CONFIG_DIR / "ablations" / f"{arm}.yaml",
+                                                                         CONFIG_DIR / "local.yaml"))
+        assert cfg.learner.lora_rank == 16, arm  # the recipe underneath
