@@ -22,3 +22,6 @@ class RolloutConfig(BaseModel):
         default=False, description="CPU: run the engine's model compiled (torch.compile through vLLM) instead of eager: "
         "1.4-1.7x the decode speed of SmolLM2 in bf16, but each engine start takes ~1 min instead of ~5 s")
     kv_cache_gib: int = Field(default=1, ge=1, description="VLLM_CPU_KVCACHE_SPACE on CPU")
+    threads_per_engine: int | None = Field(
+        default=None, ge=1, description="CPU: OpenMP threads of each engine actor (OMP_NUM_THREADS); null = Ray's "
+        "default, one per whole CPU the actor reserves (at least 1): a 0.5-CPU engine decodes on a single thread")

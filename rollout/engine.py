@@ -123,7 +123,7 @@ class Engine:
         wall = time.perf_counter() - self._t0
         return {"busy_s": self._busy_s, "wall_s": wall, "busy_fraction": self._busy_s / wall if wall else 0.0,
                 "steps": self._steps, "mean_running": self._running / self._steps if self._steps else 0.0,
-                "version": self.version}
+                "version": self.version, "threads": _torch_threads()}
 
     def reset_stats(self) -> None:
         self._busy_s, self._t0, self._steps, self._running = 0.0, time.perf_counter(), 0, 0
@@ -212,6 +212,12 @@ class Engine:
         loop.call_soon_threadsafe(_set_result, fut, time.perf_counter() - t)
 
 
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def _set_result(fut, value) -> None:
     if not fut.done():
         fut.set_result(value)
@@ -262,8 +268,12 @@ class EngineGroup:
         if actor_options is not None and len(actor_options) != cfg.engines:
             raise ValueError(f"{len(actor_options)} actor_options for {cfg.engines} engines")
         self._cls = engine_actor_class()
-        self._options = [dict(num_cpus=num_cpus, num_gpus=num_gpus, **(actor_options[i] if actor_options else {}))
-                         for i in range(cfg.engines)]
+        # Ray gives an actor OMP_NUM_THREADS = its whole CPUs (at least 1), which vLLM's CPU kernels and torch
+        # follow; the engine sets its own count when the config names one.
+        threads = {"runtime_env": {"env_vars": {"OMP_NUM_THREADS": str(cfg.threads_per_engine)}}} \
+            if cfg.threads_per_engine else {}
+        self._options = [dict(num_cpus=num_cpus, num_gpus=num_gpus, **threads,
+                              **(actor_options[i] if actor_options else {})) for i in range(cfg.engines)]
         self._args = (str(model_dir), cfg)
         self.seed, self.retries = seed, retries
         self.actors = [self._spawn(i) for i in range(cfg.engines)]

@@ -37,6 +37,7 @@ def test_engine_actor_generates_and_takes_weights_from_the_object_store(ray_loca
     assert after.token_ids == hf[: len(after.token_ids)]
     stats = ray.get(actor.stats.remote())
     assert stats["version"] == 3 and 0 < stats["busy_s"] <= stats["wall_s"]
+    assert stats["threads"] == 1  # Ray's default for an actor reserving less than one CPU
     gen.shutdown()
 
 
@@ -51,7 +52,8 @@ def test_episodes_over_engine_actors_and_the_sandbox_pool(ray_local, tiny_model_
     from sandbox_pool.pool import SandboxPool
 
     ray = ray_local
-    gen = EngineGroup(str(tiny_model_dir), RolloutConfig(max_model_len=1024, engines=2), num_cpus=0.1)
+    gen = EngineGroup(str(tiny_model_dir), RolloutConfig(max_model_len=1024, engines=2, threads_per_engine=2),
+                      num_cpus=0.1)
     actors = gen.actors
     pool = SandboxPool(actors=1, slots=2)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -66,8 +68,9 @@ def test_episodes_over_engine_actors_and_the_sandbox_pool(ray_local, tiny_model_
         assert e.problem_id == p.id and e.private_verdict == "fail" and len(e.turns) == 2
         assert len(e.token_ids) == len(e.action_mask) == len(e.logprobs)
         assert sum(e.action_mask) == sum(b - a for a, b in (t.reply_span for t in e.turns))
-    busy = [ray.get(a.stats.remote())["busy_s"] for a in actors]
-    assert all(b > 0 for b in busy), "both engines should have served episodes"
+    stats = [ray.get(a.stats.remote()) for a in actors]
+    assert all(s["busy_s"] > 0 for s in stats), "both engines should have served episodes"
+    assert [s["threads"] for s in stats] == [2, 2]  # rollout.threads_per_engine, not Ray's 1 for a 0.1-CPU actor
     pool.shutdown()
     gen.shutdown()
 
