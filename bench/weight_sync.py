@@ -1,4 +1,4 @@
-"""``proctor bench weight-sync [--engines R] [--repeats N] [--dtype same|bfloat16] [--model M]``.
+"""``proctor bench weight-sync [--engines R] [--repeats N] [--dtype same|bfloat16] [--lora RANK] [--model M]``.
 
 The learner's weights to R vLLM engines, against a plain memcpy of the same bytes, in one run:
 (a) push, the path ``proctor train`` runs: ``engines.load(learner.weights_ref(), version)``: the
@@ -7,7 +7,11 @@ every engine of the ``EngineGroup`` fetches the reference (zero-copy) and loads 
 ``reload_weights``; ``transport`` = push minus the slowest engine's own load time;
 (b) memcpy: ``np.copyto`` of the same arrays into preallocated buffers, in this process.
 Reports the median of ``--repeats`` pushes (after one warm-up), the range, and the ratios
-push/memcpy and transport/memcpy (goal <= 2x). Last line: one JSON object.
+push/memcpy and transport/memcpy (goal <= 2x).
+With ``--lora RANK`` the learner trains LoRA adapters of that rank, (a) pushes the merged network as
+above, and then (c) pushes the adapter alone (peft's files, ``learner.adapter_ref()``) to engines
+started with ``rollout.max_lora_rank``, which serve it through vLLM's ``LoRARequest``: bytes and
+times of both, and their ratios. Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--engines", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--dtype", choices=["same", "bfloat16"], default="same")
+    ap.add_argument("--lora", type=int, default=0, metavar="RANK", help="LoRA adapters of this rank: also push them alone")
     args, console, cfg, model_dir = parse_with_config(ap, argv)
 
     import numpy as np
@@ -38,22 +43,29 @@ def main(argv: list[str]) -> int:
 
     ray = init_ray(num_cpus=2)
     console.print(f"learner (ZeRO {cfg.learner.zero_stage}) and {args.engines} engines on {model_dir}")
-    group = LearnerGroup(model_dir, cfg.learner.model_copy(update={"world_size": 1}), seed=cfg.run.seed,
-                         num_cpus_per_worker=0.5)
+    group = LearnerGroup(model_dir, cfg.learner.model_copy(update={"world_size": 1, "lora_rank": args.lora}),
+                         seed=cfg.run.seed, num_cpus_per_worker=0.5)
     rollout = cfg.rollout.model_copy(update={"kv_cache_gib": 1, "engines": args.engines})
-    engines = EngineGroup(model_dir, rollout, seed=cfg.run.seed, num_cpus=0.1)
-    engines.wait_ready()
 
-    def push(version: int) -> dict[str, float]:
-        t0 = time.perf_counter()
-        ref = group.weights_ref(args.dtype)
-        t1 = time.perf_counter()
-        load = engines.load(ref, version)
-        t2 = time.perf_counter()
-        return {"gather_put_s": t1 - t0, "engine_load_s": load, "total_s": t2 - t0}
+    def pushes(make_ref, served_rank: int, label: str) -> list[dict[str, float]]:
+        engines = EngineGroup(model_dir, rollout.model_copy(update={"max_lora_rank": served_rank}),
+                              seed=cfg.run.seed, num_cpus=0.1)
+        engines.wait_ready()
 
-    push(0)  # warm-up
-    pushes = [push(i + 1) for i in track(range(args.repeats), description="push", console=console)]
+        def push(version: int) -> dict[str, float]:
+            t0 = time.perf_counter()
+            ref = make_ref()
+            t1 = time.perf_counter()
+            load = engines.load(ref, version)
+            t2 = time.perf_counter()
+            return {"gather_put_s": t1 - t0, "engine_load_s": load, "total_s": t2 - t0}
+
+        push(0)  # warm-up
+        out = [push(i + 1) for i in track(range(args.repeats), description=label, console=console)]
+        engines.shutdown()
+        return out
+
+    pushes_full = pushes(lambda: group.weights_ref(args.dtype), 0, "push")
 
     state = ray.get(group.weights_ref(args.dtype))
     nbytes = sum(a.nbytes for a in state.values())
@@ -69,23 +81,36 @@ def main(argv: list[str]) -> int:
     def med(xs):
         return statistics.median(xs)
 
-    push = [p["total_s"] for p in pushes]
-    transport = [p["total_s"] - p["engine_load_s"] for p in pushes]
+    push = [p["total_s"] for p in pushes_full]
+    transport = [p["total_s"] - p["engine_load_s"] for p in pushes_full]
     memcpy = med(copies)
     result = {
         "bench": "weight-sync", "model": cfg.model.name, "engines": args.engines, "dtype": args.dtype,
         "bytes": nbytes, "repeats": args.repeats,
         "push_s": med(push), "push_s_range": [min(push), max(push)],
-        "gather_put_s": med([p["gather_put_s"] for p in pushes]),
-        "engine_load_s": med([p["engine_load_s"] for p in pushes]),
+        "gather_put_s": med([p["gather_put_s"] for p in pushes_full]),
+        "engine_load_s": med([p["engine_load_s"] for p in pushes_full]),
         "transport_s": med(transport), "transport_s_range": [min(transport), max(transport)],
         "memcpy_s": memcpy, "memcpy_s_range": [min(copies), max(copies)],
         "memcpy_gb_s": nbytes / memcpy / 1e9,
         "ratio_push_vs_memcpy": med(push) / memcpy,
         "ratio_transport_vs_memcpy": med(transport) / memcpy,
     }
+    if args.lora:
+        adapter = pushes(group.adapter_ref, args.lora, "adapter push")
+        files = ray.get(group.adapter_ref())
+        lora_push = [p["total_s"] for p in adapter]
+        result["lora"] = {
+            "rank": args.lora, "bytes": sum(a.nbytes for a in files.values()),
+            "push_s": med(lora_push), "push_s_range": [min(lora_push), max(lora_push)],
+            "gather_put_s": med([p["gather_put_s"] for p in adapter]),
+            "engine_load_s": med([p["engine_load_s"] for p in adapter]),
+        }
+        result["ratio_bytes_adapter_vs_merged"] = result["lora"]["bytes"] / nbytes
+        result["ratio_push_adapter_vs_merged"] = med(lora_push) / med(push)
+        console.print(f"adapter: {result['lora']['bytes'] / 1e6:.1f} MB in {med(lora_push):.3f} s; merged network: "
+                      f"{nbytes / 1e6:.1f} MB in {med(push):.3f} s")
     group.shutdown()
-    engines.shutdown()
     ray.shutdown()
     print(json.dumps(result))
     return 0

@@ -88,6 +88,17 @@ class ProctorConfig(BaseModel):
                              "trains none (use learner.advantage=gae)")
         return self
 
+    @model_validator(mode="after")
+    def _adapter_push(self):
+        served, trained = self.rollout.max_lora_rank, self.learner.lora_rank
+        if served and not trained:
+            raise ValueError(f"rollout.max_lora_rank={served} serves a LoRA adapter, but learner.lora_rank=0 trains "
+                             "none (set learner.lora_rank, or rollout.max_lora_rank=0 to push the full network)")
+        if served and trained > served:
+            raise ValueError(f"learner.lora_rank={trained} is above rollout.max_lora_rank={served}: the engines "
+                             "could not load the adapter")
+        return self
+
 
 def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     keys = []

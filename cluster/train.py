@@ -156,8 +156,13 @@ class Run:
         done = json.loads(meta.read_text())["iterations_done"] if meta.exists() else 0
         if done:
             self.learner.load(str(self.ckpt))
-        self.engines.load(self.learner.weights_ref(), version=done)
+        self.push(done)
         return done
+
+    def push(self, version: int) -> None:
+        """The policy to the engines: the LoRA adapter alone where they serve one, else the full network."""
+        ref = self.learner.adapter_ref() if self.cfg.rollout.max_lora_rank else self.learner.weights_ref()
+        self.engines.load(ref, version=version)
 
     def save(self, done: int) -> None:
         self.learner.save(str(self.ckpt))
@@ -296,7 +301,7 @@ def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: C
                     stats = run.learner.train(samples)
                 stage = "push"
                 with timer("push"):
-                    run.engines.load(run.learner.weights_ref(), version=it + 1)
+                    run.push(it + 1)
             except WORKER_LOST as e:
                 it, ahead = run.restart_learner(e, it), None
                 rows = [r for r in rows if r["iteration"] <= it]

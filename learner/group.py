@@ -54,6 +54,9 @@ def learner_actor_class():
             # Wrapped in a list so the caller gets the reference itself, not the resolved arrays.
             return self.worker.export_weights(lambda state: [ray.put(state)], dtype)
 
+        def adapter_ref(self):
+            return self.worker.export_adapter(lambda files: [ray.put(files)])
+
         def save(self, path: str):
             return self.worker.save(path)
 
@@ -173,6 +176,10 @@ class LearnerGroup:
         """Reference to the actor's full weights in the object store (one copy, made on rank 0)."""
         refs = self._all("weights_ref", dtype or self.cfg.push_dtype)
         return refs[0][0]
+
+    def adapter_ref(self):
+        """Reference to the actor's LoRA adapter (peft's files as bytes) in the object store, made on rank 0."""
+        return self._all("adapter_ref")[0][0]
 
     def save(self, path: str) -> str:
         return self._all("save", str(path))[0]

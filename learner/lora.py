@@ -4,14 +4,17 @@ Only the adapters train, so the optimizer holds state for them alone. The refere
 KL term is the same network with its adapters switched off (``reference()``): no second copy of the
 model. Everything that leaves the learner (the weights pushed to engines, the saved policy) is the
 *merged* network under the base model's own parameter names (``merged_named``), so engines and
-``from_pretrained`` see a plain model; ``save_adapter`` also writes the adapter in peft's format.
+``from_pretrained`` see a plain model; ``save_adapter`` also writes the adapter in peft's format,
+and ``adapter_files`` gives that dir's files as bytes (the push to engines that serve LoRA).
 """
 
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -73,3 +76,13 @@ def save_adapter(model: nn.Module, out_dir: str | Path) -> str:
     """The adapter alone in peft's format (``PeftModel.from_pretrained(base, out_dir)`` loads it)."""
     model.save_pretrained(str(out_dir))
     return str(out_dir)
+
+
+def adapter_files(model: nn.Module) -> dict[str, np.ndarray]:
+    """The adapter in peft's format as ``{file name: bytes}`` (uint8 arrays: zero-copy through Ray's
+    object store): its config and its weights, what vLLM's ``LoRARequest`` loads from a dir."""
+    from peft.utils import CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME
+
+    with tempfile.TemporaryDirectory(prefix="proctor-adapter-") as tmp:
+        save_adapter(model, tmp)
+        return {name: np.fromfile(Path(tmp) / name, dtype=np.uint8) for name in (CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME)}

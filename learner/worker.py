@@ -45,7 +45,7 @@ from learner.batch import (
 )
 from learner.config import LearnerConfig
 from learner.deepspeed_setup import ds_config, init_deepspeed
-from learner.lora import add_adapters, merged_named, reference, save_adapter, trainable_count
+from learner.lora import adapter_files, add_adapters, merged_named, reference, save_adapter, trainable_count
 from learner.model import (
     ValueModel,
     action_logprobs,
@@ -335,6 +335,13 @@ class PPOWorker:
                 # sync, one sync at the end: the bus speed, not one blocking .cpu() per parameter.
                 self._host_bufs, named = host_copy(named, self._host_bufs)
             return sink({n: to_numpy(t) for n, t in named})
+
+    def export_adapter(self, sink: Callable[[dict[str, np.ndarray]], object]):
+        """Hand the LoRA adapter (peft's files as bytes, ``lora.adapter_files``) to ``sink`` on rank 0 and
+        return what it returns (None on other ranks): the push to engines that serve LoRA."""
+        if not self.cfg.lora_rank:
+            raise ValueError("export_adapter: the policy has no adapter (learner.lora_rank=0)")
+        return sink(adapter_files(self.actor.module)) if self.rank == 0 else None
 
     def save_policy(self, out_dir: str | Path) -> str | None:
         """Write the actor as a HF model dir (``learner.model.save_policy_dir``). Every rank must call

@@ -1,6 +1,8 @@
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the ranks vLLM's max_lora_rank accepts
 
 
 class RolloutConfig(BaseModel):
@@ -25,3 +27,14 @@ class RolloutConfig(BaseModel):
     threads_per_engine: int | None = Field(
         default=None, ge=1, description="CPU: OpenMP threads of each engine actor (OMP_NUM_THREADS); null = Ray's "
         "default, one per whole CPU the actor reserves (at least 1): a 0.5-CPU engine decodes on a single thread")
+    max_lora_rank: int = Field(
+        default=0, ge=0, description="> 0: engines serve the base model plus a LoRA adapter of rank up to this "
+        "(vLLM LoRARequest), and a push carries the adapter alone instead of the merged network; needs "
+        "learner.lora_rank <= this. On CPU vLLM then runs eager (rollout.compile has no effect)")
+
+    @field_validator("max_lora_rank")
+    @classmethod
+    def _vllm_rank(cls, v: int) -> int:
+        if v and v not in LORA_RANKS:
+            raise ValueError(f"rollout.max_lora_rank={v}: vLLM accepts 0 (off) or one of {', '.join(map(str, LORA_RANKS))}")
+        return v

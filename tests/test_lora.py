@@ -20,14 +20,15 @@ def logprobs(model, ids):
         return action_logprobs(model, ids, torch.ones_like(ids), mask)[0]
 
 
-def trained_adapters(model_dir, rank=4, targets=()):
+def trained_adapters(model_dir, rank=4, targets=(), scale=0.1, seed=0):
     """A LoRA model whose B matrices are random (as after training: fresh adapters are the identity)."""
+    torch.manual_seed(seed)  # the A matrices' initialisation
     model = add_adapters(hf_with(model_dir, None), rank, None, 0.0, list(targets))
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for n, p in model.named_parameters():
             if "lora_B" in n:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+                p.copy_(torch.randn(p.shape, generator=g) * scale)
     return model.eval()
 
 

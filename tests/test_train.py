@@ -177,6 +177,24 @@ def test_one_step_off_rollouts_run_one_version_behind(ray_local, tiny_model_dir,
     assert all(r["learner/steps"] >= 1 for r in rows) and rows[2]["eval/problems"] == 2
 
 
+@pytest.mark.slow
+def test_lora_run_pushes_only_the_adapter_to_engines_that_serve_it(ray_local, tiny_model_dir, tmp_path):
+    """learner.lora_rank + rollout.max_lora_rank: every push (the first one included) is the learner's
+    peft adapter, which the engine loads through vLLM's LoRARequest and samples from."""
+    from cluster.train import train
+
+    run = tmp_path / "lora"
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", [f"model.name={tiny_model_dir}", "run.iterations=2",
+                                                        "learner.lora_rank=8", "rollout.max_lora_rank=8",
+                                                        "learner.lr=1e-3", "run.eval_problems=2"])
+    train(cfg, run)
+    rows = read_metrics(run)
+    assert [r["iteration"] for r in rows] == [1, 2] and [r["policy_lag"] for r in rows] == [0.0, 0.0]
+    assert all(r["push_s"] > 0 and r["learner/steps"] >= 1 for r in rows)
+    assert 0 < rows[0]["learner/trainable_params"] < 10**6  # the adapters of a 25M-parameter model
+    assert rows[1]["eval/problems"] == 2
+
+
 def test_metrics_log_truncates_to_the_checkpoint(tmp_path):
     """A driver killed between logging iteration N and checkpointing it resumes after N - 1: row N
     goes, so the rerun of N is not logged twice."""
