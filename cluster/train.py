@@ -140,6 +140,10 @@ class Run:
         if cfg.learner.dtype == "auto":
             self.console.print(f"learner.dtype=auto -> {self.learner.dtype} (bf16 on a CPU with AMX or a CUDA GPU "
                                "with bf16, float32 elsewhere)")
+        if cfg.learner.lora_rank and cfg.reward.prm_critic_init:
+            self.console.print(f"LoRA with reward.prm_critic_init: the policy trains rank-{cfg.learner.lora_rank} "
+                               "adapters on its frozen base; the critic is a separate network started from the PRM "
+                               "(backbone and value head) and trains in full, without adapters")
 
     def record_placement(self) -> None:
         """``RUN_DIR/placement.json``: the node of each learner rank's and engine's bundle."""

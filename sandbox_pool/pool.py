@@ -67,7 +67,25 @@ class SandboxPool:
         # One semaphore per event loop: an asyncio.Semaphore binds to the loop it first waits in,
         # and callers run one loop per asyncio.run (and two at once in one-step-off training).
         self._sems: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        ray.get([a.info.remote() for a in self.actors])  # fail here, not mid-batch, if they cannot start
+        self._start()  # fail here, not mid-batch, if they cannot start
+
+    def _start(self) -> None:
+        """Wait until every actor runs. One whose worker process died while starting (a crash, not an
+        error raised by the sandbox's own set-up) is replaced, up to ``retries`` times; an error of the
+        set-up (e.g. no bubblewrap) is raised at once: a new actor would meet it again."""
+        for attempt in range(self.retries + 1):
+            crashed = []
+            for actor, ref in [(a, a.info.remote()) for a in self.actors]:
+                try:
+                    ray.get(ref)
+                except ray.exceptions.RayActorError as e:
+                    if e.actor_init_failed or attempt == self.retries:
+                        raise
+                    crashed.append(actor)
+            if not crashed:
+                return
+            for actor in crashed:
+                self._replace(actor)
 
     def _spawn(self):
         return SandboxActor.options(max_concurrency=1000).remote(self.backend, self.slots)

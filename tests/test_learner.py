@@ -18,7 +18,10 @@ def hf_with(model_dir, state: dict | None):
 
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
     if state is not None:
-        missing, _ = model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()}, strict=False)
+        # bfloat16 weights travel as uint16 bit patterns (learner.model.to_numpy)
+        state = {k: torch.from_numpy(np.array(v)).view(torch.bfloat16).float() if np.asarray(v).dtype == np.uint16
+                 else torch.from_numpy(np.array(v)) for k, v in state.items()}
+        missing, _ = model.load_state_dict(state, strict=False)
         assert set(missing) <= {"lm_head.weight"}
     return model
 

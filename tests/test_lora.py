@@ -62,13 +62,16 @@ def test_only_the_adapters_are_trainable_and_targets_are_checked(v16_model_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("advantage,dtype", [("grpo", "float32"), ("gae", "float32")])
-def test_lora_learns_a_trivially_learnable_reward_without_a_reference_copy(ray_local, v16_model_dir, advantage, dtype):
+@pytest.mark.parametrize("advantage,dtype,workers", [("grpo", "float32", 1), ("gae", "float32", 1),
+                                                     ("grpo", "bfloat16", 2)])
+def test_lora_learns_a_trivially_learnable_reward_without_a_reference_copy(ray_local, v16_model_dir, advantage, dtype,
+                                                                           workers):
     from learner.group import LearnerGroup
 
     ray = ray_local
     cfg = LearnerConfig(lr=1e-2, weight_decay=0.0, warmup_steps=0, kl_beta=0.01, minibatch_size=8, ppo_epochs=2,
-                        zero_stage=2, advantage=advantage, dtype=dtype, lora_rank=8, lora_alpha=64)
+                        zero_stage=2, advantage=advantage, dtype=dtype, lora_rank=8, lora_alpha=64,
+                        world_size=workers)
     group = LearnerGroup(str(v16_model_dir), cfg, seed=0, num_cpus_per_worker=0.5)
     assert ray.get(group.workers[0].has_reference.remote()) is False  # the base network is the reference
     full = sum(p.numel() for p in hf_with(v16_model_dir, None).parameters())
