@@ -35,15 +35,16 @@ def main(argv: list[str]) -> int:
     from rollout.types import SamplingSpec
 
     init_ray(cfg.run.ray_address, num_cpus=None)
-    problems = load_problems(args.source, args.episodes)
+    from transformers import AutoTokenizer
+
+    conv = Conversation(AutoTokenizer.from_pretrained(model_dir))
+    prompts = [list(conv.start(first_turn(p))) for p in load_problems(args.source, args.episodes)]
     sides = {}
     for name, threads in (("ray_default", None), (f"threads_{args.threads}", args.threads)):
         rollout_cfg = cfg.rollout.model_copy(update={"threads_per_engine": threads, "engines": 1})
         group = EngineGroup(model_dir, rollout_cfg, seed=cfg.run.seed, num_cpus=cfg.run.engine_cpus)
         try:
             group.wait_ready()
-            conv = Conversation(_tokenizer(model_dir))
-            prompts = [list(conv.start(first_turn(p))) for p in problems]
             ray.get(group.actors[0].generate.remote(prompts[0], SamplingSpec(max_tokens=4)))  # first step
             t0 = time.perf_counter()
             refs = [group.actors[0].generate.remote(ids, SamplingSpec(temperature=1.0, max_tokens=args.max_tokens,
@@ -57,15 +58,10 @@ def main(argv: list[str]) -> int:
                        "wall_s": round(wall, 2), "tokens_per_s": round(tokens / wall, 1)}
         console.print(f"{name}: {tokens} tokens in {wall:.1f} s, {tokens / wall:.1f} tok/s")
     a, b = sides.values()
-    result = {"bench": "engine-threads", "model": cfg.model.name, "episodes": len(problems),
+    result = {"bench": "engine-threads", "model": cfg.model.name, "episodes": len(prompts),
               "max_tokens": args.max_tokens, "engine_cpus": cfg.run.engine_cpus, "dtype": cfg.rollout.dtype,
               "compile": cfg.rollout.compile, **sides,
               "ratio_tokens_per_s": round(b["tokens_per_s"] / a["tokens_per_s"], 3)}
     print(json.dumps(result))
     return 0
 
-
-def _tokenizer(model_dir: str):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(model_dir)

@@ -217,7 +217,7 @@ class Engine:
         t = time.perf_counter()
         try:
             if is_adapter(state):
-                self._load_adapter(state, version)
+                self._load_adapter(state)
             else:
                 tied = getattr(self.llm.llm_engine.model_config.hf_config, "tie_word_embeddings", False)
                 self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": _to_tensors(state, tied)})
@@ -228,22 +228,17 @@ class Engine:
             return
         loop.call_soon_threadsafe(_set_result, fut, time.perf_counter() - t)
 
-    def _load_adapter(self, files: Mapping, version: int) -> None:
+    def _load_adapter(self, files: Mapping) -> None:
         """Write the pushed adapter dir to this engine's disk and serve it (vLLM loads LoRA from a path)."""
         from vllm.lora.request import LoRARequest
 
         if self._lora_dir is None:
             raise ValueError("an adapter was pushed to an engine started without LoRA (rollout.max_lora_rank=0)")
-        path = os.path.join(self._lora_dir, f"v{version}")
-        os.makedirs(path, exist_ok=True)
-        for name in ADAPTER_FILES:
-            with open(os.path.join(path, name), "wb") as f:
+        for name in ADAPTER_FILES:  # overwritten at each push: vLLM reads them here, between steps
+            with open(os.path.join(self._lora_dir, name), "wb") as f:
                 f.write(memoryview(files[name]))
-        request = LoRARequest("policy", _ADAPTER_ID, path, load_inplace=True)
-        self.llm.llm_engine.add_lora(request)
-        old, self._lora = self._lora, request
-        if old is not None and old.lora_path != path:
-            shutil.rmtree(old.lora_path, ignore_errors=True)
+        self._lora = LoRARequest("policy", _ADAPTER_ID, self._lora_dir, load_inplace=True)
+        self.llm.llm_engine.add_lora(self._lora)
 
 
 def is_adapter(state: Mapping) -> bool:
