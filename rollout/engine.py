@@ -101,7 +101,7 @@ class Engine:
         self.tokenizer = self.llm.get_tokenizer()
         self.version = 0
         self._lora = None      # the LoRARequest every new request carries, once an adapter was pushed
-        self._lora_dir = tempfile.mkdtemp(prefix="proctor-adapter-") if (cfg and cfg.max_lora_rank) else None
+        self._lora_dir = adapter_dir() if (cfg and cfg.max_lora_rank) else None
         self._inbox: queue.Queue = queue.Queue()
         self._ids = itertools.count()
         self._waiting: dict[str, tuple] = {}
@@ -241,6 +241,21 @@ class Engine:
         self.llm.llm_engine.add_lora(self._lora)
 
 
+def adapter_dir(parent: str | None = None) -> str:
+    """A new dir for this process's served adapter, ``PARENT/PID-XXXX`` (``PARENT`` =
+    ``$TMPDIR/proctor-adapters``). The dirs of processes no longer running (an engine killed with
+    ``ray.kill`` never removes its own) are removed first."""
+    import psutil
+
+    parent = parent or os.path.join(tempfile.gettempdir(), "proctor-adapters")
+    os.makedirs(parent, exist_ok=True)
+    for name in os.listdir(parent):
+        pid = name.split("-", 1)[0]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=parent)
+
+
 def is_adapter(state: Mapping) -> bool:
     """A push that carries a peft adapter dir (``ADAPTER_FILES``) rather than the full network."""
     return set(state) == set(ADAPTER_FILES)
@@ -320,9 +335,12 @@ class EngineGroup:
         return self._cls.options(**self._options[i]).remote(*self._args, self.seed + i)
 
     def wait_ready(self) -> None:
-        import ray
+        """Wait until every engine has started. One whose worker process crashed while starting is
+        replaced, up to ``retries`` times; an error raised while building the engine (a bad model
+        dir, too little memory) is raised at once (``sandbox_pool.starting.start_actors``)."""
+        from sandbox_pool.starting import start_actors
 
-        ray.get([a.stats.remote() for a in self.actors])
+        start_actors(self.actors, lambda a: a.stats.remote(), lambda i: self._replace(i, self.actors[i]), self.retries)
 
     def load(self, weights_ref, version: int) -> float:
         """Every engine loads the weights behind ``weights_ref`` (fetched from the object store,

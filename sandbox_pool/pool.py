@@ -22,6 +22,7 @@ from sandbox_pool.judge import (
     verdict_from,
 )
 from sandbox_pool.runner import Backend, Sandbox
+from sandbox_pool.starting import start_actors
 
 log = logging.getLogger(__name__)
 
@@ -70,22 +71,9 @@ class SandboxPool:
         self._start()  # fail here, not mid-batch, if they cannot start
 
     def _start(self) -> None:
-        """Wait until every actor runs. One whose worker process died while starting (a crash, not an
-        error raised by the sandbox's own set-up) is replaced, up to ``retries`` times; an error of the
-        set-up (e.g. no bubblewrap) is raised at once: a new actor would meet it again."""
-        for attempt in range(self.retries + 1):
-            crashed = []
-            for actor, ref in [(a, a.info.remote()) for a in self.actors]:
-                try:
-                    ray.get(ref)
-                except ray.exceptions.RayActorError as e:
-                    if e.actor_init_failed or attempt == self.retries:
-                        raise
-                    crashed.append(actor)
-            if not crashed:
-                return
-            for actor in crashed:
-                self._replace(actor)
+        """Wait until every actor runs; one whose worker crashed while starting is replaced
+        (``starting.start_actors``), an error of the sandbox's own set-up is raised at once."""
+        start_actors(self.actors, lambda a: a.info.remote(), lambda i: self._replace(self.actors[i]), self.retries)
 
     def _spawn(self):
         return SandboxActor.options(max_concurrency=1000).remote(self.backend, self.slots)

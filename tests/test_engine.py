@@ -170,3 +170,23 @@ def test_compiled_engine_matches_hf_before_and_after_a_weight_update(tiny_model_
             assert got.token_ids == hf[: len(got.token_ids)] and got.version == version
     finally:
         engine.close()
+
+
+def test_adapter_dirs_of_engines_no_longer_running_are_removed(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from rollout.engine import adapter_dir
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    stale = tmp_path / f"{gone.pid}-abcd"          # an engine killed before it removed its dir
+    live = tmp_path / f"{os.getppid()}-efgh"       # a running process's dir stays
+    other = tmp_path / "not-a-pid"                 # not ours to judge
+    for d in (stale, live, other):
+        (d / "adapter_model.safetensors").parent.mkdir()
+        (d / "adapter_model.safetensors").write_bytes(b"x")
+    new = adapter_dir(str(tmp_path))
+    assert not stale.exists() and live.exists() and other.exists()
+    assert os.path.dirname(new) == str(tmp_path) and os.path.basename(new).startswith(f"{os.getpid()}-")

@@ -152,3 +152,64 @@ def test_an_adapter_push_serves_the_trained_network(ray_local, tiny_model_dir):
         outputs.append(got.token_ids)
     assert outputs[0] != outputs[1] != outputs[2]  # each adapter changed what the engine generates
     gen.shutdown()
+
+
+def _group_spawning(first_actor_cls, later_actor_cls):
+    """An EngineGroup whose first actor is ``first_actor_cls`` and later ones ``later_actor_cls``
+    (stand-ins that start in no time: what is tested is the group's start-up, not vLLM)."""
+    from rollout.engine import EngineGroup
+
+    class Group(EngineGroup):
+        spawned = 0
+
+        def _spawn(self, i):
+            Group.spawned += 1
+            return (first_actor_cls if Group.spawned == 1 else later_actor_cls).remote()
+
+    return Group
+
+
+def _stand_ins(ray):
+    @ray.remote(num_cpus=0)
+    class DiesWhileStarting:
+        def __init__(self):
+            import os
+            os._exit(1)  # the worker process ends, as in a crash: not an error of the engine's set-up
+
+        def stats(self):
+            return {}
+
+    @ray.remote(num_cpus=0)
+    class BuildFails:
+        def __init__(self):
+            raise RuntimeError("model dir has no config.json")
+
+        def stats(self):
+            return {}
+
+    @ray.remote(num_cpus=0)
+    class Starts:
+        def stats(self):
+            return {"version": 0}
+
+    return DiesWhileStarting, BuildFails, Starts
+
+
+def test_an_engine_whose_worker_dies_while_starting_is_replaced(ray_local):
+    dies, _, starts = _stand_ins(ray_local)
+    group = _group_spawning(dies, starts)("unused", RolloutConfig())
+    with pytest.warns(RuntimeWarning, match="engine 0 died"):
+        group.wait_ready()
+    assert group.replaced == 1 and type(group).spawned == 2
+    assert group.stats() == [{"version": 0}]
+    group.shutdown()
+
+
+def test_an_engine_whose_build_fails_is_not_retried(ray_local):
+    _, fails, starts = _stand_ins(ray_local)
+    cls = _group_spawning(fails, starts)
+    group = cls("unused", RolloutConfig())
+    with pytest.raises(ray_local.exceptions.RayActorError, match="model dir has no config.json"):
+        group.wait_ready()
+    assert cls.spawned == 1 and group.replaced == 0
+    group.shutdown()
