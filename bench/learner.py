@@ -2,9 +2,10 @@
 
 One learner iteration (reference and critic forwards, then forward/backward/step of actor and
 critic; no critic under grpo) on the same synthetic batch under each layout, where a layout is
-``ADVANTAGE:DTYPE:ZERO_STAGExWORKERS[:chunkN][:loraR]`` (``--layouts``; ``chunkN`` sets
+``ADVANTAGE:DTYPE:ZERO_STAGExWORKERS[:chunkN][:loraR][:padmask]`` (``--layouts``; ``chunkN`` sets
 ``learner.logprob_chunk_tokens``, 0 = the LM head on every action column with all logits kept;
-``loraR`` trains LoRA adapters of rank R instead of the whole network).
+``loraR`` trains LoRA adapters of rank R instead of the whole network; ``padmask`` passes the padding
+mask to every forward, ``learner.padding_mask=always``, instead of the causal mask alone).
 Reports per layout the median iteration time after a warm-up, the range, tokens/s, peak resident
 memory of all workers together and the **model-FLOP utilisation**: the model FLOPs of the iteration
 over (wall x this machine's matmul throughput in the layout's dtype, measured in the same run on a
@@ -96,16 +97,19 @@ OPTIONS = {"chunk": "logprob_chunk_tokens", "lora": "lora_rank"}
 
 
 def parse_layout(spec: str) -> dict:
-    """``ADVANTAGE:DTYPE:ZERO_STAGExWORKERS[:chunkN][:loraR]`` -> learner config fields."""
+    """``ADVANTAGE:DTYPE:ZERO_STAGExWORKERS[:chunkN][:loraR][:padmask]`` -> learner config fields."""
     try:
         advantage, dtype, shape, *rest = spec.split(":")
         stage, workers = (int(x) for x in shape.split("x"))
         options = {}
         for opt in rest:
+            if opt == "padmask":
+                options["padding_mask"] = "always"
+                continue
             key = next(k for k in OPTIONS if opt.startswith(k))
             options[OPTIONS[key]] = int(opt.removeprefix(key))
     except (ValueError, StopIteration):
-        raise SystemExit(f"--layouts: {spec!r} is not ADVANTAGE:DTYPE:ZERO_STAGExWORKERS[:chunkN][:loraR] "
+        raise SystemExit(f"--layouts: {spec!r} is not ADVANTAGE:DTYPE:ZERO_STAGExWORKERS[:chunkN][:loraR][:padmask] "
                          f"(e.g. grpo:bfloat16:0x1, gae:float32:2x2:chunk0 or grpo:auto:0x1:lora16)") from None
     return {"advantage": advantage, "dtype": dtype, "zero_stage": stage, "world_size": workers, **options}
 
@@ -117,7 +121,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--reply", type=int, default=256)
     ap.add_argument("--iterations", type=int, default=2, help="timed iterations per layout (after 1 warm-up)")
     ap.add_argument("--layouts", default=DEFAULT_LAYOUTS,
-                    help="ADVANTAGE:DTYPE:ZERO_STAGExWORKERS[:chunkN][:loraR], comma separated (DTYPE may be auto)")
+                    help="ADVANTAGE:DTYPE:ZERO_STAGExWORKERS[:chunkN][:loraR][:padmask], comma separated (DTYPE may be auto)")
     args, console, cfg, model_dir = parse_with_config(ap, argv)
     from learner.model import resolve_dtype
 
@@ -157,6 +161,7 @@ def main(argv: list[str]) -> int:
         wall = statistics.median(times)
         flops = iteration_flops(n, tokens, action_tokens, lcfg)
         out[spec] = {**layout, "logprob_chunk_tokens": lcfg.logprob_chunk_tokens, "lora_rank": lcfg.lora_rank,
+                     "padding_mask": lcfg.padding_mask,
                      "trainable_params": runs[-1]["trainable_params"], "iteration_s": wall,
                      "iteration_s_range": [min(times), max(times)],
                      "tokens_per_s": statistics.median(m["tokens_per_s"] for m in runs),

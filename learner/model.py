@@ -149,12 +149,12 @@ class ValueModel(nn.Module):
     def gradient_checkpointing_enable(self) -> None:
         self.backbone.gradient_checkpointing_enable()
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return self.value_head(hidden).squeeze(-1).float()
 
 
-def action_logprobs(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, action_mask: Tensor,
+def action_logprobs(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None, action_mask: Tensor,
                     entropy: str = "none", chunk_tokens: int = 1024) -> tuple[Tensor, Tensor | None]:
     """Log-probability of each action token under ``model`` (and the policy entropy there), [B, T],
     0 off-action. ``entropy``: "none", "detached" (a metric) or "grad" (in the loss).
@@ -217,7 +217,7 @@ def _head_logprobs(head: nn.Module, hidden: Tensor, targets: Tensor, want_entrop
     return picked, -(lp.exp() * lp).sum(-1)
 
 
-def _logprobs_full(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, action_mask: Tensor,
+def _logprobs_full(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None, action_mask: Tensor,
                    entropy: str) -> tuple[Tensor, Tensor | None]:
     b, t = input_ids.shape
     cols = action_mask[:, 1:].any(0).nonzero().squeeze(-1)        # positions p predicting token p + 1

@@ -41,6 +41,7 @@ from learner.batch import (
     bucket_count,
     buckets,
     collate,
+    forward_mask,
     padding_stats,
 )
 from learner.config import LearnerConfig
@@ -153,7 +154,7 @@ class PPOWorker:
             mb = batch.take(rows)
             n = mb.input_ids.shape[1]
             if self.critic is not None:
-                values[rows, :n] = self.critic(mb.input_ids, mb.attention_mask).float()
+                values[rows, :n] = self.critic(mb.input_ids, self._mask(mb)).float()
             if cfg.old_logprobs == "recompute":
                 old_lp[rows, :n] = self._logprobs(self.actor, mb)[0]
             if cfg.kl_beta > 0:
@@ -205,8 +206,12 @@ class PPOWorker:
             return self._logprobs(self.actor, mb)[0]
 
     def _logprobs(self, model, mb: Batch, entropy: str = "none"):
-        return action_logprobs(model, mb.input_ids, mb.attention_mask, mb.action_mask, entropy,
+        return action_logprobs(model, mb.input_ids, self._mask(mb), mb.action_mask, entropy,
                                self.cfg.logprob_chunk_tokens)
+
+    def _mask(self, mb: Batch):
+        """The attention mask of a micro-batch's forwards (``learner.padding_mask``)."""
+        return forward_mask(mb.attention_mask) if self.cfg.padding_mask == "auto" else mb.attention_mask
 
     def _prepare_critic_free(self, batch: Batch, old_lp, ref_lp, log_ratio, behaviour_gap, groups) -> dict[str, float]:
         """grpo / rloo: every action token carries its episode's group advantage; the KL to the
@@ -256,7 +261,7 @@ class PPOWorker:
                 acc[k] += float(x.detach()) * w
             if self.critic is None:
                 continue
-            v = self.critic(m.input_ids, m.attention_mask).float()
+            v = self.critic(m.input_ids, self._mask(m)).float()
             v = v.gather(1, m.turn_ends.clamp(min=0)) if turn else torch.cat([torch.zeros_like(v[:, :1]), v[:, :-1]], 1)
             vmask = m.turn_mask if turn else m.action_mask
             vl, vst = ppo.value_loss(v, m.extra["old_values"], m.extra["returns"], vmask, cfg.value_clip_eps)

@@ -37,6 +37,7 @@ def test_bad_layout_names_itself():
     assert parse_layout("grpo:bfloat16:2x1:chunk0") == {"advantage": "grpo", "dtype": "bfloat16", "zero_stage": 2,
                                                          "world_size": 1, "logprob_chunk_tokens": 0}
     assert parse_layout("gae:auto:0x2:lora16:chunk512")["lora_rank"] == 16
+    assert parse_layout("grpo:bfloat16:0x1:padmask")["padding_mask"] == "always"
     for bad in ("grpo:0x1", "grpo:float32:0x1:rank8"):
         with pytest.raises(SystemExit, match=repr(bad)):
             parse_layout(bad)
@@ -47,10 +48,11 @@ def test_bench_learner_reports_mfu(ray_local, tiny_model_dir, capsys):
     from bench.learner import main
 
     assert main(["--episodes", "4", "--prompt", "32", "--reply", "16", "--iterations", "1",
-                 "--layouts", "grpo:float32:0x1,grpo:float32:0x1:chunk0", f"model.name={tiny_model_dir}"]) == 0
+                 "--layouts", "grpo:float32:0x1,grpo:float32:0x1:chunk0:padmask", f"model.name={tiny_model_dir}"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["matmul_gflops"]["float32"] > 0
-    a, b = result["layouts"]["grpo:float32:0x1"], result["layouts"]["grpo:float32:0x1:chunk0"]
+    a, b = result["layouts"]["grpo:float32:0x1"], result["layouts"]["grpo:float32:0x1:chunk0:padmask"]
     assert a["logprob_chunk_tokens"] == 1024 and b["logprob_chunk_tokens"] == 0
+    assert a["padding_mask"] == "auto" and b["padding_mask"] == "always"
     assert a["model_tflop"] == b["model_tflop"] > 0 and 0 < a["mfu"] < 1
     assert a["mfu"] == pytest.approx(a["achieved_gflops"] / result["matmul_gflops"]["float32"])

@@ -350,3 +350,29 @@ def test_chunked_logprobs_equal_the_full_head(tiny_model_dir, lora):
     assert (lp0[~action] == 0).all() and (lp0[action] < 0).all()
     assert torch.allclose(lp0, lp7, atol=1e-5) and torch.allclose(ent0, ent7, atol=1e-4)
     assert g0.norm() > 0 and torch.allclose(g0, g7, rtol=1e-4, atol=1e-6)
+
+
+def test_right_padded_batches_run_without_a_padding_mask(tiny_model_dir):
+    """learner.batch.forward_mask: a right-padded batch runs under the causal mask alone, and its
+    rows' log-probabilities equal each row's own, unpadded; a left-padded batch keeps its mask."""
+    from learner.batch import forward_mask
+    from learner.model import action_logprobs, load_policy
+
+    right, left = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]]), torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])
+    assert forward_mask(right) is None and forward_mask(left) is left
+    torch.manual_seed(0)
+    model = load_policy(tiny_model_dir)
+    ids = torch.randint(0, model.config.vocab_size, (3, 40))
+    lengths = [40, 26, 9]
+    attention = torch.zeros_like(ids)
+    action = torch.zeros(3, 40, dtype=torch.bool)
+    for i, n in enumerate(lengths):
+        attention[i, :n] = 1
+        action[i, 5:n] = True
+    with torch.no_grad():
+        assert forward_mask(attention) is None
+        batched, _ = action_logprobs(model, ids, None, action)
+        for i, n in enumerate(lengths):
+            alone, _ = action_logprobs(model, ids[i:i + 1, :n], attention[i:i + 1, :n], action[i:i + 1, :n])
+            assert torch.allclose(batched[i, :n], alone[0], atol=1e-5), i
+            assert (batched[i, n:] == 0).all()
