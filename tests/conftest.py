@@ -69,3 +69,29 @@ def ray_local(tmp_path_factory):
     ray = init_ray(num_cpus=2, tmp_dir=str(tmp_path_factory.mktemp("ray")))
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def start_up_stand_ins(ray_local):
+    """Actors for start-up tests (``sandbox_pool.starting``), each answering ``info`` and ``stats``:
+    ``dies`` (its worker process ends in the constructor, as in a crash), ``fails`` (its constructor
+    raises ``RuntimeError("set-up failed")``) and ``starts``."""
+    from types import SimpleNamespace
+
+    class Probe:
+        def info(self):
+            return {}
+
+        def stats(self):
+            return {"version": 0}
+
+    class Dies(Probe):
+        def __init__(self):
+            os._exit(1)  # not an error raised by the set-up: the process is gone
+
+    class Fails(Probe):
+        def __init__(self):
+            raise RuntimeError("set-up failed")
+
+    remote = ray_local.remote(num_cpus=0)
+    return SimpleNamespace(dies=remote(Dies), fails=remote(Fails), starts=remote(Probe))

@@ -169,35 +169,8 @@ def _group_spawning(first_actor_cls, later_actor_cls):
     return Group
 
 
-def _stand_ins(ray):
-    @ray.remote(num_cpus=0)
-    class DiesWhileStarting:
-        def __init__(self):
-            import os
-            os._exit(1)  # the worker process ends, as in a crash: not an error of the engine's set-up
-
-        def stats(self):
-            return {}
-
-    @ray.remote(num_cpus=0)
-    class BuildFails:
-        def __init__(self):
-            raise RuntimeError("model dir has no config.json")
-
-        def stats(self):
-            return {}
-
-    @ray.remote(num_cpus=0)
-    class Starts:
-        def stats(self):
-            return {"version": 0}
-
-    return DiesWhileStarting, BuildFails, Starts
-
-
-def test_an_engine_whose_worker_dies_while_starting_is_replaced(ray_local):
-    dies, _, starts = _stand_ins(ray_local)
-    group = _group_spawning(dies, starts)("unused", RolloutConfig())
+def test_an_engine_whose_worker_dies_while_starting_is_replaced(start_up_stand_ins):
+    group = _group_spawning(start_up_stand_ins.dies, start_up_stand_ins.starts)("unused", RolloutConfig())
     with pytest.warns(RuntimeWarning, match="engine 0 died"):
         group.wait_ready()
     assert group.replaced == 1 and type(group).spawned == 2
@@ -205,11 +178,10 @@ def test_an_engine_whose_worker_dies_while_starting_is_replaced(ray_local):
     group.shutdown()
 
 
-def test_an_engine_whose_build_fails_is_not_retried(ray_local):
-    _, fails, starts = _stand_ins(ray_local)
-    cls = _group_spawning(fails, starts)
+def test_an_engine_whose_build_fails_is_not_retried(ray_local, start_up_stand_ins):
+    cls = _group_spawning(start_up_stand_ins.fails, start_up_stand_ins.starts)
     group = cls("unused", RolloutConfig())
-    with pytest.raises(ray_local.exceptions.RayActorError, match="model dir has no config.json"):
+    with pytest.raises(ray_local.exceptions.RayActorError, match="set-up failed"):
         group.wait_ready()
     assert cls.spawned == 1 and group.replaced == 0
     group.shutdown()

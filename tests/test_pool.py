@@ -83,36 +83,15 @@ def _pool_spawning(first_actor_cls):
     return Pool
 
 
-def test_an_actor_whose_worker_dies_while_starting_is_replaced(ray_local):
-    import ray
-
-    @ray.remote(num_cpus=0)
-    class DiesWhileStarting:
-        def __init__(self):
-            import os
-            os._exit(1)  # the worker process ends, as when it crashes: not an error of the sandbox's set-up
-
-        def info(self):
-            return {}
-
-    pool = _pool_spawning(DiesWhileStarting)(actors=1, slots=2)
+def test_an_actor_whose_worker_dies_while_starting_is_replaced(start_up_stand_ins):
+    pool = _pool_spawning(start_up_stand_ins.dies)(actors=1, slots=2)
     assert pool.replaced == 1 and type(pool).spawned == 2
     assert pool.judge_many([(SLOW, GOOD), (SLOW, BAD)])[0].verdict == "pass"
     pool.shutdown()
 
 
-def test_a_sandbox_whose_set_up_fails_is_not_retried(ray_local):
-    import ray
-
-    @ray.remote(num_cpus=0)
-    class SetUpFails:
-        def __init__(self):
-            raise RuntimeError("no bubblewrap on this node")
-
-        def info(self):
-            return {}
-
-    cls = _pool_spawning(SetUpFails)
-    with pytest.raises(ray.exceptions.RayActorError, match="no bubblewrap on this node"):
+def test_a_sandbox_whose_set_up_fails_is_not_retried(ray_local, start_up_stand_ins):
+    cls = _pool_spawning(start_up_stand_ins.fails)
+    with pytest.raises(ray_local.exceptions.RayActorError, match="set-up failed"):
         cls(actors=1, slots=2)
     assert cls.spawned == 1
