@@ -59,7 +59,13 @@ class MetricsLog:
     def close(self) -> None:
         self.tb.close()
         if self.wandb is not None:
+            import wandb as wb
+
             self.wandb.finish()
+            # finish() returns once the run's exit is acknowledged; the W&B service writes the run's
+            # .wandb record through a buffer it closes only when it shuts down. Tear it down so that a
+            # closed log is on disk (`wandb sync` reads it) and no service outlives the run.
+            wb.teardown()
 
 
 class StageTimer:
