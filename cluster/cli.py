@@ -83,7 +83,7 @@ def cmd_model_generate(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from cluster.eval import evaluate
+    from cluster.eval import EvalSet, evaluate
 
     overrides = list(args.overrides)
     if args.model:
@@ -92,8 +92,14 @@ def cmd_eval(args) -> int:
     dataset = args.dataset or cfg.data.eval
     turns = args.turns or cfg.rollout.max_turns
     out = Path(args.out or Path(cfg.run.out_dir) / f"eval-{Path(dataset).stem.replace(':', '_')}-{turns}turn")
-    evaluate(cfg, dataset, out, turns=turns, samples=args.samples, temperature=args.temperature,
-             top_p=args.top_p, limit=args.limit, skip=args.skip, console=console)
+    sets = [EvalSet(dataset, out, args.limit, args.skip)]
+    for name, limit, also_out in args.also or []:
+        if not limit.isdigit():
+            console.print(f"[bold red]error:[/] --also {name} {limit} {also_out}: LIMIT must be a count (0 = all)")
+            return 2
+        sets.append(EvalSet(name, Path(also_out), int(limit) or None))
+    evaluate(cfg, sets, turns=turns, samples=args.samples, temperature=args.temperature, top_p=args.top_p,
+             console=console)
     return 0
 
 
@@ -288,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (RLEF reports 1@3 at 0.2)")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--out", help="output dir (default RUN_OUT_DIR/eval-DATASET)")
+    p.add_argument("--also", nargs=3, action="append", metavar=("DATASET", "LIMIT", "OUT"),
+                   help="evaluate DATASET's first LIMIT problems (0 = all) too, into OUT, through the same engine "
+                        "in the same batch (repeatable)")
     with_config(p)
     p.set_defaults(fn=cmd_eval)
 

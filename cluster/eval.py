@@ -10,6 +10,7 @@ import asyncio
 import json
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -18,7 +19,7 @@ from rich.table import Table
 from cluster.config import ProctorConfig
 from cluster.model import resolve
 from cluster.progress import make_console
-from cluster.rollouts import heldout_metrics, rollout
+from cluster.rollouts import Rollouts, heldout_metrics, rollout
 from problems import load_problems
 from rollout.engine import Engine
 from rollout.episode import FeedbackBank, local_judge
@@ -26,16 +27,29 @@ from rollout.types import Episode, SamplingSpec
 from sandbox_pool.runner import Sandbox
 
 
-def evaluate(cfg: ProctorConfig, dataset: str, out_dir: Path, *, turns: int, samples: int = 1,
-             temperature: float = 0.0, top_p: float = 1.0, limit: int | None = None, skip: int = 0,
-             concurrency: int = 64, console: Console | None = None) -> dict:
+@dataclass(frozen=True)
+class EvalSet:
+    """One dataset to evaluate (its first ``limit`` problems after ``skip``) and where its results go."""
+    dataset: str
+    out_dir: Path
+    limit: int | None = None
+    skip: int = 0
+
+
+def evaluate(cfg: ProctorConfig, sets: list[EvalSet], *, turns: int, samples: int = 1, temperature: float = 0.0,
+             top_p: float = 1.0, concurrency: int = 64, console: Console | None = None) -> list[dict]:
+    """RLEF rollouts of every set's problems through one engine started once (a second engine start
+    is minutes with ``rollout.compile``), all sets in one batch; each set's results and metrics are
+    written to its own ``out_dir``. Returns each set's metrics, in order."""
     console = console or make_console()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    problems = load_problems(dataset, limit, skip)  # data.limit / data.skip are the training source's
-    console.print(f"[bold]{len(problems)}[/] problems from {dataset}; model {cfg.model.name}; "
-                  f"{samples} rollout(s) of up to {turns} turn(s) each")
+    problem_sets = [load_problems(s.dataset, s.limit, s.skip) for s in sets]  # bad input fails before the engine starts
+    for s, problems in zip(sets, problem_sets):
+        s.out_dir.mkdir(parents=True, exist_ok=True)
+        console.print(f"[bold]{len(problems)}[/] problems from {s.dataset}; model {cfg.model.name}; "
+                      f"{samples} rollout(s) of up to {turns} turn(s) each")
     model_dir = resolve(cfg.model.name, cache_dir=Path(cfg.model.cache_dir) if cfg.model.cache_dir else None,
                         log=console.print)
+    problems = [p for ps in problem_sets for p in ps]
     t0 = time.perf_counter()
     engine = Engine(str(model_dir), cfg.rollout, seed=cfg.run.seed)
     t_start = time.perf_counter() - t0
@@ -55,18 +69,32 @@ def evaluate(cfg: ProctorConfig, dataset: str, out_dir: Path, *, turns: int, sam
     finally:
         engine.close()
 
+    all_tokens = sum(sum(e.action_mask) for e in done.flat())
+    shared = {"engine_start_s": round(t_start, 2), "rollout_s": round(t_roll, 2),
+              "tokens_per_s": round(all_tokens / t_roll, 1), "engine_busy_fraction": round(stats["busy_fraction"], 3)}
+    if len(sets) > 1:  # the timings above cover every set, evaluated together
+        shared["evaluated_with"] = [s.dataset for s in sets]
+    out, start = [], 0
+    for s, ps in zip(sets, problem_sets):
+        part = Rollouts(ps, done.episodes[start:start + len(ps)], done.first_attempt[start:start + len(ps)])
+        start += len(ps)
+        out.append(_write(s, cfg, part, turns, samples, temperature, top_p, shared, console))
+    return out
+
+
+def _write(s: EvalSet, cfg: ProctorConfig, done: Rollouts, turns: int, samples: int, temperature: float,
+           top_p: float, shared: dict, console: Console) -> dict:
     rows = [{"id": p.id, "solved": sum(isinstance(e, Episode) and e.solved for e in eps),
              "rollouts": len(eps), "first_turn_solved": sum(first), "episodes": [_episode_row(e) for e in eps]}
-            for p, eps, first in zip(problems, done.episodes, done.first_attempt)]
-    with open(out_dir / "results.jsonl", "w") as f:
+            for p, eps, first in zip(done.problems, done.episodes, done.first_attempt)]
+    with open(s.out_dir / "results.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
     n_tokens = sum(sum(e.action_mask) for e in done.flat())
-    metrics = {"dataset": dataset, "model": cfg.model.name, "rollouts_per_problem": samples, "max_turns": turns,
+    metrics = {"dataset": s.dataset, "model": cfg.model.name, "rollouts_per_problem": samples, "max_turns": turns,
                "temperature": temperature, "top_p": top_p, **heldout_metrics(done, turns),
-               "generated_tokens": n_tokens, "engine_start_s": round(t_start, 2), "rollout_s": round(t_roll, 2),
-               "tokens_per_s": round(n_tokens / t_roll, 1), "engine_busy_fraction": round(stats["busy_fraction"], 3)}
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    _report(metrics, out_dir, console)
+               "generated_tokens": n_tokens, **shared}
+    (s.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    _report(metrics, s.out_dir, console)
     return metrics
 
 

@@ -7,7 +7,8 @@ Stages, each a subprocess (``proctor eval`` / ``proctor train``) skipped when it
 there, so a rerun (after Ctrl-C, a crash, a time limit) goes on where it stopped:
 - ``base``: the untrained model on ``data.eval`` (greedy, ``rollout.max_turns`` turns: pass@1 is the
   first attempt on the private tests, 1@T the RLEF rollout) and on the training source's slice that
-  training never sees (its first ``data.skip`` problems);
+  training never sees (its first ``data.skip`` problems), both in one ``proctor eval`` (one engine start,
+  one batch);
 - ``seedS``: ``proctor train`` with ``run.seed=S`` (resumed from its checkpoint if one exists), then
   the same two evaluations of its final policy;
 - with ``--rlef-sampling``, each model is also evaluated on ``data.eval`` under RLEF's protocol
@@ -38,12 +39,18 @@ SAMPLED = "eval-t0.2"   # RLEF's protocol: temperature 0.2, top-p 0.95 (one roll
 SAMPLED_ARGS = ["--temperature", "0.2", "--top-p", "0.95"]
 
 
-def _eval(model: str, dataset: str, out: Path, a, log: Path, *, limit: int | None = None,
-          extra: list[str] = ()) -> int:
-    if (out / "metrics.json").exists():
+def _eval(model: str, sets: list[tuple[str, Path, int | None]], a, log: Path, *, extra: list[str] = ()) -> int:
+    """One ``proctor eval`` (one engine start) over the ``(dataset, out_dir, limit)`` sets whose
+    results are not there yet."""
+    todo = [x for x in sets if not (x[1] / "metrics.json").exists()]
+    if not todo:
         return 0
-    args = ["eval", "--config", a.config, "--model", model, "--dataset", dataset, "--out", str(out), *extra]
-    return run_cli([*args, *(["--limit", str(limit)] if limit else []), *a.overrides], log)[0]
+    (dataset, out, limit), *rest = todo
+    args = ["eval", "--config", a.config, "--model", model, "--dataset", dataset, "--out", str(out), *extra,
+            *(["--limit", str(limit)] if limit else [])]
+    for d, o, n in rest:
+        args += ["--also", d, str(n or 0), str(o)]
+    return run_cli([*args, *a.overrides], log)[0]
 
 
 def run_learn(a, console: Console) -> int:
@@ -70,18 +77,19 @@ def run_learn(a, console: Console) -> int:
                 console.print(f"[red]{name}: training failed[/] (exit {rc}):\n{log_tail(log)}")
                 return rc
         console.print(f"{name}: evaluating on {cfg.data.eval} and {cfg.data.train}[:{slice_n}]")
-        evals = [(cfg.data.eval, "eval", a.eval_limit, []), (cfg.data.train, "eval-train-slice", slice_n, [])]
+        # the recipe's two evaluations share one engine; RLEF's sampled one (another temperature) runs apart
+        recipe = [(cfg.data.eval, run_dir / "eval", a.eval_limit),
+                  *([(cfg.data.train, run_dir / "eval-train-slice", slice_n)] if slice_n else [])]
+        evals = [(recipe, [], "eval_s")]
         if a.rlef_sampling:
-            evals.append((cfg.data.eval, SAMPLED, a.eval_limit, SAMPLED_ARGS))
-        for dataset, sub, limit, extra in evals:
-            if sub == "eval-train-slice" and not slice_n:
-                continue
+            evals.append(([(cfg.data.eval, run_dir / SAMPLED, a.eval_limit)], SAMPLED_ARGS, "eval_sampled_s"))
+        for sets, extra, key in evals:
             t0 = time.perf_counter()
-            rc = _eval(model, dataset, run_dir / sub, a, log, limit=limit, extra=extra)
-            # the recipe's wall counts its own evaluations; the extra sampled one is kept apart
-            _add_wall(run_dir, time.perf_counter() - t0, key="eval_sampled_s" if sub == SAMPLED else "eval_s")
+            rc = _eval(model, sets, a, log, extra=extra)
+            _add_wall(run_dir, time.perf_counter() - t0, key=key)  # the recipe's wall counts its own evaluations
             if rc != 0:
-                console.print(f"[red]{name}: evaluation on {dataset} failed[/] (exit {rc}):\n{log_tail(log)}")
+                console.print(f"[red]{name}: evaluation on {', '.join(d for d, _, _ in sets)} failed[/] "
+                              f"(exit {rc}):\n{log_tail(log)}")
                 return rc
         if seed is not None and not a.keep_checkpoints:
             shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)

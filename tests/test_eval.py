@@ -9,9 +9,9 @@ from cluster.cli import main
 
 @pytest.mark.slow
 def test_eval_cli_on_tiny_model(tiny_model_dir, tmp_path, capsys):
-    out = tmp_path / "eval"
+    out, also = tmp_path / "eval", tmp_path / "eval-mbpp"
     rc = main(["eval", "--dataset", "humaneval", "--out", str(out), "--model", str(tiny_model_dir), "--limit", "3",
-               "--turns", "2", "--samples", "2", "--temperature", "1.0",
+               "--also", "mbpp397", "2", str(also), "--turns", "2", "--samples", "2", "--temperature", "1.0",
                "rollout.max_new_tokens=24", "rollout.max_model_len=1024", "rollout.kv_cache_gib=1",
                "data.skip=5", "data.limit=1"])  # the training source's slice: not the evaluation's
     assert rc == 0
@@ -31,12 +31,22 @@ def test_eval_cli_on_tiny_model(tiny_model_dir, tmp_path, capsys):
     assert metrics["1@2"] == metrics["pass@1"] == metrics["rollout_pass@2"] == 0.0
     assert metrics["invalid_turns"] == 12 and metrics["turns_used"] == {"2": 6}
     assert "1@2" in (out / "report.md").read_text()
+    # --also: a second dataset through the same engine, in the same batch, written apart
+    other = json.loads((also / "metrics.json").read_text())
+    assert other["dataset"] == "mbpp397" and other["problems"] == 2 and other["invalid_turns"] == 8
+    assert [json.loads(line)["id"] for line in (also / "results.jsonl").read_text().splitlines()] == [
+        "mbpp_464_check_value", "mbpp_224_count_Set_Bits"]
+    assert other["engine_start_s"] == metrics["engine_start_s"] and metrics["evaluated_with"] == ["humaneval", "mbpp397"]
 
 
 def test_eval_cli_reports_bad_input_clearly(capsys):
     assert main(["eval", "--dataset", "no-such-dataset.jsonl"]) == 2
     assert "unknown dataset 'no-such-dataset.jsonl'" in capsys.readouterr().out
     assert main(["eval", "rollout.max_turns=x"]) == 2
+    assert main(["eval", "--also", "no-such-dataset", "3", "out"]) == 2
+    assert "unknown dataset 'no-such-dataset'" in capsys.readouterr().out
+    assert main(["eval", "--also", "mbpp397", "all", "out"]) == 2
+    assert "LIMIT must be a count" in capsys.readouterr().out
 
 
 def test_pass_at_k_estimator():
