@@ -30,7 +30,7 @@ from rich.console import Console
 from cluster.config import CONFIG_DIR, load_config
 from cluster.metrics import read_jsonl
 from studies.runner import log_tail, run_cli
-from studies.stats import outcomes, paired
+from studies.stats import all_seeds_exact, outcomes, paired
 
 RECIPE = CONFIG_DIR / "learn-cpu.yaml"
 
@@ -136,13 +136,14 @@ def write_report(out: Path, runs: Path, seeds: list[int]) -> Path:
                  "learner_restarts": [], "train_slice": [], "rlef_sampled": []}
     has_sampled = (base_dir / SAMPLED / "metrics.json").exists()
     base_sampled = outcomes(base_dir / SAMPLED) if has_sampled else None
-    per_problem, samples = [], []
+    per_problem, samples, trained = [], [], []
     for seed in seeds:
         run_dir = runs / f"seed{seed}"
         if not (run_dir / "eval" / "metrics.json").exists():
             continue
         m = json.loads((run_dir / "eval" / "metrics.json").read_text())
         tr = outcomes(run_dir / "eval")
+        trained.append(tr)
         p1, pk = paired(base["pass@1"], tr["pass@1"]), paired(base[k_at], tr[k_at])
         wall = json.loads((run_dir / "wall.json").read_text()) if (run_dir / "wall.json").exists() else {}
         res["seeds"].append(seed)
@@ -180,6 +181,9 @@ def write_report(out: Path, runs: Path, seeds: list[int]) -> Path:
         for pid in (p1["gained"][:2] + p1["lost"][:1]):
             samples.append((seed, pid, pid in p1["gained"], _first_reply(base_dir / "eval", pid),
                             _first_reply(run_dir / "eval", pid)))
+    if len(trained) > 1:  # every seed against the one base, problem by problem (with one seed: McNemar's test)
+        res["all_seeds"] = {"pass1": all_seeds_exact(base["pass@1"], [t["pass@1"] for t in trained]),
+                            f"1at{turns}": all_seeds_exact(base[k_at], [t[k_at] for t in trained])}
     (out / "results.json").write_text(json.dumps(res, indent=2) + "\n")
     with open(out / "per_problem.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in per_problem)
@@ -245,6 +249,12 @@ def _markdown(res: dict, turns: int, samples: list, pngs: list[str]) -> str:
                      f"+{len(res['gained'][i])} / -{len(res['lost'][i])} | {res['recovered_by_feedback'][i]} | "
                      f"{res['trained_invalid_turns'][i]} | {res['wall_minutes'][i]} min | "
                      f"{res['iterations_minutes'][i]} min |")
+    if "all_seeds" in res:
+        a1, ak = res["all_seeds"]["pass1"], res["all_seeds"][f"1at{turns}"]
+        lines += ["", f"All {a1['seeds']} seeds together, problem by problem against the one base evaluation (exact "
+                  "permutation test: which of a problem's outcomes is the base's is relabelled; a problem flipped by "
+                  f"one seed counts 1/{a1['seeds']}): pass@1 {a1['base']} -> {a1['trained_mean']:.1f} on average "
+                  f"(p = {a1['p_value']:.3g}); 1@{turns} {ak['base']} -> {ak['trained_mean']:.1f} (p = {ak['p_value']:.3g})."]
     if res["train_slice"]:
         lines += ["", "Training source, the slice never trained on:", "",
                   f"| seed | problems | pass@1 base -> trained | p | 1@{turns} base -> trained | p |", "|---|---|---|---|---|---|"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import defaultdict
 from pathlib import Path
 
 from cluster.metrics import read_jsonl
@@ -26,6 +27,39 @@ def paired(base: dict[str, bool], trained: dict[str, bool]) -> dict:
     lost = [p for p in base if base[p] and not trained[p]]
     return {"base": sum(base.values()), "trained": sum(trained.values()), "n": len(base),
             "gained": gained, "lost": lost, "p_value": mcnemar_exact(len(gained), len(lost))}
+
+
+def all_seeds_exact(base: dict[str, bool], trained: list[dict[str, bool]]) -> dict:
+    """All seeds against the one base evaluation, problem by problem: an exact permutation test.
+
+    The statistic is the summed per-problem gain, sum over problems of (mean over seeds of the trained
+    outcome) - (the base outcome). Under the null hypothesis the base and the S trained models are
+    exchangeable on each problem, so which of a problem's S + 1 outcomes is the base's is uniform; the
+    test enumerates those relabellings exactly (a sum over problems, so a convolution). Two-sided:
+    P(|T'| >= |T|). With one seed it is McNemar's exact test. The unit is the problem (the seeds share
+    the base evaluation), so problems flipped by one seed of S count 1/S.
+    """
+    if not trained:
+        raise ValueError("all_seeds_exact needs at least one trained evaluation")
+    for t in trained:
+        if set(t) != set(base):
+            raise ValueError(f"paired outcomes need the same problems: {len(set(base) ^ set(t))} differ")
+    s = len(trained)
+    observed = sum(sum(t[p] for t in trained) - s * base[p] for p in base)  # S x the summed gain: an integer
+    dist: dict[int, float] = {0: 1.0}
+    for p in base:
+        k = base[p] + sum(t[p] for t in trained)  # passes among the S + 1 models
+        if k in (0, s + 1):
+            continue  # all agree: every relabelling gives 0
+        step = [(k - 1 - s, k / (s + 1)), (k, (s + 1 - k) / (s + 1))]  # the base drawn among the passes, or not
+        nxt: dict[int, float] = defaultdict(float)
+        for v, pr in dist.items():
+            for dv, q in step:
+                nxt[v + dv] += pr * q
+        dist = nxt
+    p_value = sum(pr for v, pr in dist.items() if abs(v) >= abs(observed))
+    return {"seeds": s, "base": sum(base.values()), "trained_mean": sum(sum(t.values()) for t in trained) / s,
+            "gain_mean": observed / s, "p_value": min(1.0, p_value)}
 
 
 def outcomes(eval_dir: Path) -> dict[str, dict[str, bool]]:

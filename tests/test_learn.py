@@ -6,7 +6,7 @@ import pytest
 
 from learner.batch import Sample, informative
 from studies.learn import write_report
-from studies.stats import mcnemar_exact, paired
+from studies.stats import all_seeds_exact, mcnemar_exact, paired
 
 
 def test_mcnemar_exact_by_hand():
@@ -26,6 +26,27 @@ def test_paired_counts_gains_and_losses_and_refuses_other_problems():
     assert p["p_value"] == pytest.approx(mcnemar_exact(2, 1))
     with pytest.raises(ValueError, match="same problems"):
         paired(base, {"a": True})
+
+
+def test_all_seeds_exact_is_mcnemar_with_one_seed_and_by_hand_with_two():
+    for gained, lost, same in [(6, 0, 3), (3, 1, 0), (1, 3, 5), (10, 10, 2), (0, 0, 4)]:
+        base = {f"g{i}": False for i in range(gained)} | {f"l{i}": True for i in range(lost)}
+        trained = {f"g{i}": True for i in range(gained)} | {f"l{i}": False for i in range(lost)}
+        base |= {f"s{i}": i % 2 == 0 for i in range(same)}
+        trained |= {f"s{i}": i % 2 == 0 for i in range(same)}
+        assert all_seeds_exact(base, [trained])["p_value"] == pytest.approx(mcnemar_exact(gained, lost))
+    # two seeds, one problem failed by the base and solved by both: the base is one of the 3 outcomes, drawn
+    # among the 2 passes (S x gain -1, p 2/3) or as the fail (+2, p 1/3): P(|T| >= 2) = 1/3
+    one = all_seeds_exact({"a": False}, [{"a": True}, {"a": True}])
+    assert one["p_value"] == pytest.approx(1 / 3) and (one["gain_mean"], one["trained_mean"]) == (1.0, 1.0)
+    # two such problems: sums -2 (4/9), 1 (4/9), 4 (1/9); observed 4
+    assert all_seeds_exact({"a": False, "b": False}, [{"a": True, "b": True}] * 2)["p_value"] == pytest.approx(1 / 9)
+    # seeds that disagree count half: +1 and -1 of one seed each cancel; unanimous problems add nothing
+    half = all_seeds_exact({"a": False, "b": True, "c": True, "d": False},
+                           [{"a": True, "b": True, "c": True, "d": False}, {"a": False, "b": False, "c": True, "d": False}])
+    assert half["gain_mean"] == 0.0 and half["p_value"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="same problems"):
+        all_seeds_exact({"a": True}, [{"b": True}])
 
 
 def _eval_dir(path, solved: dict[str, tuple[bool, bool]], invalid=0, recovered=0):
@@ -60,6 +81,10 @@ def test_report_pairs_each_seed_with_the_base(tmp_path):
                                            "base_1at3": False, "trained_1at3": True}
     text = report.read_text()
     assert "| seed 0 | 11/20 | 0.0312 | 12/20 |" in text and "reply to p5 in seed0" in text
+    both = all_seeds_exact({k: i < 5 for i, k in enumerate(ids)}, [{k: i < 11 for i, k in enumerate(ids)},
+                                                                  {k: 0 < i < 5 for i, k in enumerate(ids)}])
+    assert res["all_seeds"]["pass1"] == both and both["trained_mean"] == 7.5
+    assert f"pass@1 5 -> 7.5 on average (p = {both['p_value']:.3g})" in text
     assert (out / "training.png").stat().st_size > 0 and (out / "heldout.png").stat().st_size > 0
 
 
