@@ -19,10 +19,14 @@ def mcnemar_exact(b: int, c: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def paired(base: dict[str, bool], trained: dict[str, bool]) -> dict:
-    """Per-problem outcomes of the same problems before and after: counts, gains, losses, p-value."""
+def _same_problems(base: dict[str, bool], trained: dict[str, bool]) -> None:
     if set(base) != set(trained):
         raise ValueError(f"paired outcomes need the same problems: {len(set(base) ^ set(trained))} differ")
+
+
+def paired(base: dict[str, bool], trained: dict[str, bool]) -> dict:
+    """Per-problem outcomes of the same problems before and after: counts, gains, losses, p-value."""
+    _same_problems(base, trained)
     gained = [p for p in base if trained[p] and not base[p]]  # in the evaluation's order
     lost = [p for p in base if base[p] and not trained[p]]
     return {"base": sum(base.values()), "trained": sum(trained.values()), "n": len(base),
@@ -42,8 +46,7 @@ def all_seeds_exact(base: dict[str, bool], trained: list[dict[str, bool]]) -> di
     if not trained:
         raise ValueError("all_seeds_exact needs at least one trained evaluation")
     for t in trained:
-        if set(t) != set(base):
-            raise ValueError(f"paired outcomes need the same problems: {len(set(base) ^ set(t))} differ")
+        _same_problems(base, t)
     s = len(trained)
     observed = sum(sum(t[p] for t in trained) - s * base[p] for p in base)  # S x the summed gain: an integer
     dist: dict[int, float] = {0: 1.0}
