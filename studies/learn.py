@@ -27,7 +27,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from cluster.config import CONFIG_DIR, load_config
+from cluster.config import CONFIG_DIR, ConfigError, load_config
 from cluster.metrics import read_jsonl
 from studies.runner import log_tail, run_cli
 from studies.stats import all_seeds_exact, outcomes, paired
@@ -37,6 +37,34 @@ RECIPE = CONFIG_DIR / "learn-cpu.yaml"
 
 SAMPLED = "eval-t0.2"   # RLEF's protocol: temperature 0.2, top-p 0.95 (one rollout per problem)
 SAMPLED_ARGS = ["--temperature", "0.2", "--top-p", "0.95"]
+COMMAND = "command.json"  # in --runs: the recipe file and overrides every stage there ran with
+
+
+def _record_command(runs: Path, a) -> None:
+    """Write what this run's stages train and evaluate with; refuse to mix in a different one."""
+    path, now = runs / COMMAND, {"config": str(Path(a.config).resolve()), "overrides": list(a.overrides)}
+    if path.exists():
+        before = json.loads(path.read_text())
+        if before != now:
+            raise ConfigError(f"{path}: the stages there ran with config {before['config']} and overrides "
+                             f"{before['overrides'] or 'none'}, not {now['config']} with {now['overrides'] or 'none'}: "
+                             "pass the same ones to go on, or choose another --runs")
+    runs.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(now) + "\n")
+
+
+def trained_with(runs: Path, seeds: list[int]) -> str | None:
+    """The ``proctor learn`` command that produced ``runs`` (None when it predates ``command.json``)."""
+    path = runs / COMMAND
+    if not path.exists():
+        return None
+    c = json.loads(path.read_text())
+    config = Path(c["config"])
+    if config.is_relative_to(CONFIG_DIR.parent):
+        config = config.relative_to(CONFIG_DIR.parent)
+    flags = ([f"--config {config}"] if Path(c["config"]) != RECIPE.resolve() else []) + \
+        [f"--runs {runs}", f"--seeds {','.join(map(str, seeds))}", *c["overrides"]]
+    return " ".join(["proctor learn", *flags])
 
 
 def _eval(model: str, sets: list[tuple[str, Path, int | None]], a, log: Path, *, extra: list[str] = ()) -> int:
@@ -57,6 +85,7 @@ def run_learn(a, console: Console) -> int:
     cfg = load_config(a.config, a.overrides)
     runs, out = Path(a.runs), Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    _record_command(runs, a)
     slice_n = cfg.data.skip
     console.print(f"[bold]proctor learn[/]: {cfg.model.name}, train on {cfg.data.train} (after its first {slice_n}), "
                   f"held out: {cfg.data.eval} and {cfg.data.train}[:{slice_n}]; seeds {a.seeds} -> {out}")
@@ -128,7 +157,8 @@ def write_report(out: Path, runs: Path, seeds: list[int]) -> Path:
     flags = [*([f"--runs {runs}"] if Path(runs) != Path("runs/learn") else []),
              *([f"--out {out}"] if Path(out) != Path("reports/learning") else []),
              *([f"--seeds {','.join(map(str, seeds))}"] if list(seeds) != [0, 1] else [])]
-    res: dict = {"regenerate": " ".join(["proctor learn --report-only", *flags]), "model": base_metrics["model"], "dataset": base_metrics["dataset"], "problems": base_metrics["problems"],
+    res: dict = {"regenerate": " ".join(["proctor learn --report-only", *flags]),
+                 **({"trained_with": cmd} if (cmd := trained_with(runs, seeds)) else {}), "model": base_metrics["model"], "dataset": base_metrics["dataset"], "problems": base_metrics["problems"],
                  "max_turns": turns, "base_pass1": sum(base["pass@1"].values()), f"base_1at{turns}": sum(base[k_at].values()),
                  "base_invalid_turns": base_metrics["invalid_turns"], "seeds": [], "trained_pass1": [],
                  f"trained_1at{turns}": [], "p_value": [], f"p_value_1at{turns}": [], "gained": [], "lost": [],
@@ -239,7 +269,8 @@ def _markdown(res: dict, turns: int, samples: list, pngs: list[str]) -> str:
     n = res["problems"]
     lines = [f"# Learning: {res['model']}, held-out {res['dataset']} ({n} problems, greedy)", "",
              f"Regenerate: `{res['regenerate']}`. Paired per problem against the untrained model; "
-             "p = McNemar's exact test (two-sided).", "",
+             "p = McNemar's exact test (two-sided).",
+             *([f"Trained and evaluated with: `{res['trained_with']}`."] if "trained_with" in res else []), "",
              f"| run | pass@1 | p | 1@{turns} | p | gained / lost (pass@1) | recovered by feedback | invalid turns "
              "| wall (train + eval) | the iterations alone |", "|---|---|---|---|---|---|---|---|---|---|",
              f"| base | {res['base_pass1']}/{n} | | {res[f'base_1at{turns}']}/{n} | | | | {res['base_invalid_turns']} | | |"]

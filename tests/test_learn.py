@@ -105,6 +105,30 @@ def test_report_adds_rlef_sampling_when_evaluated(tmp_path):
     assert "| 0 | 2 -> 4 | 0.5 | 3 -> 7 | 0.125 | 3 |" in text
 
 
+def test_runs_record_their_command_and_refuse_another(tmp_path):
+    """The recipe file and overrides land in --runs/command.json and the report; other ones are refused."""
+    from argparse import Namespace
+
+    from cluster.config import CONFIG_DIR, ConfigError
+    from studies.learn import RECIPE, _record_command, trained_with
+
+    runs, out = tmp_path / "runs", tmp_path / "report"
+    assert trained_with(runs, [0]) is None
+    _record_command(runs, Namespace(config=str(RECIPE), overrides=["rollout.samples_per_problem=8"]))
+    _record_command(runs, Namespace(config=str(RECIPE), overrides=["rollout.samples_per_problem=8"]))  # the same: fine
+    with pytest.raises(ConfigError, match=r"command\.json.*samples_per_problem=8.*not .*tiny\.yaml"):
+        _record_command(runs, Namespace(config=str(CONFIG_DIR / "tiny.yaml"), overrides=[]))
+    assert trained_with(runs, [0, 1]) == f"proctor learn --runs {runs} --seeds 0,1 rollout.samples_per_problem=8"
+    ids = [f"p{i}" for i in range(4)]
+    for run in ("base", "seed0"):
+        _eval_dir(runs / run / "eval", {k: (i < 2, i < 2) for i, k in enumerate(ids)})
+    text = write_report(out, runs, [0]).read_text()
+    assert f"Trained and evaluated with: `proctor learn --runs {runs} --seeds 0 rollout.samples_per_problem=8`" in text
+    other = tmp_path / "other"
+    _record_command(other, Namespace(config=str(CONFIG_DIR / "tiny.yaml"), overrides=[]))
+    assert trained_with(other, [2]) == f"proctor learn --config configs/tiny.yaml --runs {other} --seeds 2"
+
+
 def test_report_without_a_base_evaluation_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match="base evaluation has not finished"):
         write_report(tmp_path / "r", tmp_path / "runs", [0])
@@ -144,6 +168,7 @@ def test_learn_end_to_end_on_the_tiny_model_and_a_rerun_skips_what_is_done(tiny_
     res = json.loads((out / "results.json").read_text())
     assert res["problems"] == 3 and res["seeds"] == [0] and len(res["p_value"]) == 1
     assert res["train_slice"][0]["problems"] == 2
+    assert res["trained_with"].endswith(f"--config configs/tiny.yaml --runs {runs} --seeds 0 {' '.join(cmd[-4:])}")
     assert (runs / "seed0" / "policy" / "config.json").exists() and not (runs / "seed0" / "checkpoint").exists()
     wall = json.loads((runs / "seed0" / "wall.json").read_text())
     # a rerun with RLEF's sampling adds only the sampled evaluations, timed apart from the recipe's wall
