@@ -269,8 +269,8 @@ def _markdown(res: dict, turns: int, samples: list, pngs: list[str]) -> str:
     n = res["problems"]
     lines = [f"# Learning: {res['model']}, held-out {res['dataset']} ({n} problems, greedy)", "",
              f"Regenerate: `{res['regenerate']}`. Paired per problem against the untrained model; "
-             "p = McNemar's exact test (two-sided).",
-             *([f"Trained and evaluated with: `{res['trained_with']}`."] if "trained_with" in res else []), "",
+             "p = McNemar's exact test (two-sided).", "",
+             *([f"Trained and evaluated with: `{res['trained_with']}`.", ""] if "trained_with" in res else []),
              f"| run | pass@1 | p | 1@{turns} | p | gained / lost (pass@1) | recovered by feedback | invalid turns "
              "| wall (train + eval) | the iterations alone |", "|---|---|---|---|---|---|---|---|---|---|",
              f"| base | {res['base_pass1']}/{n} | | {res[f'base_1at{turns}']}/{n} | | | | {res['base_invalid_turns']} | | |"]
