@@ -40,9 +40,15 @@ SAMPLED_ARGS = ["--temperature", "0.2", "--top-p", "0.95"]
 COMMAND = "command.json"  # in --runs: the recipe file and overrides every stage there ran with
 
 
+def _config_name(config: str | Path) -> str:
+    """A config file as this checkout's relative path (``configs/tiny.yaml``), absolute when outside it."""
+    path, root = Path(config).resolve(), CONFIG_DIR.parent.resolve()
+    return str(path.relative_to(root) if path.is_relative_to(root) else path)
+
+
 def _record_command(runs: Path, a) -> None:
     """Write what this run's stages train and evaluate with; refuse to mix in a different one."""
-    path, now = runs / COMMAND, {"config": str(Path(a.config).resolve()), "overrides": list(a.overrides)}
+    path, now = runs / COMMAND, {"config": _config_name(a.config), "overrides": list(a.overrides)}
     if path.exists():
         before = json.loads(path.read_text())
         if before != now:
@@ -59,10 +65,7 @@ def trained_with(runs: Path, seeds: list[int]) -> str | None:
     if not path.exists():
         return None
     c = json.loads(path.read_text())
-    config = Path(c["config"])
-    if config.is_relative_to(CONFIG_DIR.parent):
-        config = config.relative_to(CONFIG_DIR.parent)
-    flags = ([f"--config {config}"] if Path(c["config"]) != RECIPE.resolve() else []) + \
+    flags = ([f"--config {c['config']}"] if c["config"] != _config_name(RECIPE) else []) + \
         [f"--runs {runs}", f"--seeds {','.join(map(str, seeds))}", *c["overrides"]]
     return " ".join(["proctor learn", *flags])
 
