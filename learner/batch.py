@@ -96,10 +96,11 @@ class Batch:
         fields = {name: getattr(self, name).to(device) for name in self.__dataclass_fields__ if name != "extra"}
         return Batch(**fields, extra={name: x.to(device) for name, x in self.extra.items()})
 
-    def take(self, rows: list[int] | Tensor) -> Batch:
-        """Rows ``rows``, cropped to their longest sample (so a bucket of short samples stays short)."""
+    def take(self, rows: list[int] | Tensor, multiple: int = 1) -> Batch:
+        """Rows ``rows``, cropped to their longest sample rounded up to a multiple of ``multiple`` (so a
+        bucket of short samples stays short, and micro-batches come in few shapes: ``round_up``)."""
         rows = torch.as_tensor(rows, dtype=torch.long, device=self.input_ids.device)
-        t = int(self.lengths[rows].max())
+        t = min(round_up(int(self.lengths[rows].max()), multiple), self.input_ids.shape[1])
         k = int(self.turn_mask[rows].sum(1).max())
 
         def cut(x: Tensor) -> Tensor:
@@ -114,13 +115,22 @@ class Batch:
         return Batch(**fields, extra={name: cut(x) for name, x in self.extra.items()})
 
 
-def collate(samples: list[Sample], pad_id: int) -> Batch:
-    """Pad ``samples`` (validated) into one ``Batch``."""
+def round_up(n: int, multiple: int) -> int:
+    """``n`` rounded up to a multiple of ``multiple``. The learner pads its micro-batches (and the LM
+    head's rows) this way: every new tensor shape costs the CPU kernels (oneDNN) a primitive cached
+    per shape, and the allocator a differently sized block, so a learner fed arbitrary lengths grows
+    its resident memory batch after batch; a few shapes, reused, keep it flat."""
+    return -(-n // multiple) * multiple
+
+
+def collate(samples: list[Sample], pad_id: int, multiple: int = 1) -> Batch:
+    """Pad ``samples`` (validated) into one ``Batch``, its width a multiple of ``multiple``."""
     if not samples:
         raise SampleError("empty batch: no samples")
     for i, s in enumerate(samples):
         s.validate(i)
-    b, t, k = len(samples), max(len(s.token_ids) for s in samples), max(len(s.turn_ends) for s in samples)
+    b, t, k = len(samples), round_up(max(len(s.token_ids) for s in samples), multiple), \
+        max(len(s.turn_ends) for s in samples)
     input_ids = torch.full((b, t), pad_id, dtype=torch.long)
     attention = torch.zeros((b, t), dtype=torch.long)
     action = torch.zeros((b, t), dtype=torch.bool)

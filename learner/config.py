@@ -47,6 +47,10 @@ class LearnerConfig(BaseModel):
         "positions go through the head; the first chunk's logits are kept for the backward, later chunks are "
         "recomputed there, so at most two chunks of [tokens, vocab] fp32 logits exist at a time; 0 = the head on "
         "every column that predicts an action token, all logits kept")
+    pad_multiple: int = Field(
+        default=64, ge=1, description="micro-batch widths and the LM head's rows are padded to a multiple of this: "
+        "few tensor shapes, so the CPU kernels' per-shape caches and the allocator stop growing the learner's "
+        "memory batch after batch (1 = no padding)")
     padding_mask: Literal["auto", "always"] = Field(
         default="auto", description="auto: a right-padded micro-batch (as the learner pads) runs under the causal "
         "mask alone, which gives its real tokens the same outputs and runs the attention's causal kernel (bf16 "

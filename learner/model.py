@@ -16,6 +16,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from learner.batch import round_up
+
 VALUE_HEAD = "value_head.safetensors"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -155,7 +157,7 @@ class ValueModel(nn.Module):
 
 
 def action_logprobs(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None, action_mask: Tensor,
-                    entropy: str = "none", chunk_tokens: int = 1024) -> tuple[Tensor, Tensor | None]:
+                    entropy: str = "none", chunk_tokens: int = 1024, multiple: int = 1) -> tuple[Tensor, Tensor | None]:
     """Log-probability of each action token under ``model`` (and the policy entropy there), [B, T],
     0 off-action. ``entropy``: "none", "detached" (a metric) or "grad" (in the loss).
 
@@ -163,7 +165,8 @@ def action_logprobs(model: nn.Module, input_ids: Tensor, attention_mask: Tensor 
     that predict an action token (those alone, no padding or prompt) go through the head
     ``chunk_tokens`` at a time; the first chunk's logits are kept for the backward and every later
     chunk's are recomputed there (checkpointed), so at most two chunks of [tokens, V] fp32 logits
-    exist at a time, never the [B, T, V] ones.
+    exist at a time, never the [B, T, V] ones. A chunk's rows are padded to a multiple of ``multiple``
+    (zeros, their results dropped): the head's matmul then comes in few shapes (``batch.round_up``).
     ``chunk_tokens = 0``: the head runs on every column that predicts an action token of some row
     (``logits_to_keep``) and the [B, C, V] logits are kept for the backward."""
     lm = causal_lm(model)
@@ -182,7 +185,7 @@ def action_logprobs(model: nn.Module, input_ids: Tensor, attention_mask: Tensor 
     grad = torch.is_grad_enabled() and hidden.requires_grad
     parts = []
     for s in range(0, len(targets), chunk_tokens):
-        args = (head, hidden[s:s + chunk_tokens], targets[s:s + chunk_tokens], want, entropy == "grad")
+        args = (head, hidden[s:s + chunk_tokens], targets[s:s + chunk_tokens], want, entropy == "grad", multiple)
         # The first chunk keeps its logits for the backward, later ones are recomputed there: one
         # chunk's memory kept at most, and no recompute at all when the action tokens fit in one.
         parts.append(checkpoint(_head_logprobs, *args, use_reentrant=False) if grad and s else _head_logprobs(*args))
@@ -208,13 +211,18 @@ def _plain_head(lm: nn.Module) -> bool:
             and not getattr(c, "final_logit_softcapping", None) and getattr(c, "logit_scale", 1.0) in (None, 1.0))
 
 
-def _head_logprobs(head: nn.Module, hidden: Tensor, targets: Tensor, want_entropy: bool, entropy_grad: bool):
-    logp = torch.log_softmax(head(hidden).float(), dim=-1)           # [n, V], one chunk
-    picked = logp.gather(-1, targets[:, None]).squeeze(-1)
+def _head_logprobs(head: nn.Module, hidden: Tensor, targets: Tensor, want_entropy: bool, entropy_grad: bool,
+                   multiple: int = 1):
+    n = len(targets)
+    if pad := round_up(n, multiple) - n:
+        hidden = torch.cat([hidden, hidden.new_zeros(pad, hidden.shape[1])])
+        targets = torch.cat([targets, targets.new_zeros(pad)])
+    logp = torch.log_softmax(head(hidden).float(), dim=-1)           # [n + pad, V], one chunk
+    picked = logp.gather(-1, targets[:, None]).squeeze(-1)[:n]
     if not want_entropy:
         return picked, None
     lp = logp if entropy_grad else logp.detach()
-    return picked, -(lp.exp() * lp).sum(-1)
+    return picked, -(lp.exp() * lp).sum(-1)[:n]
 
 
 def _logprobs_full(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None, action_mask: Tensor,

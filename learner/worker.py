@@ -151,7 +151,7 @@ class PPOWorker:
         old_lp = batch.old_logprobs.clone()
         groups = self._split(batch, list(range(b)))
         for rows in groups:
-            mb = batch.take(rows)
+            mb = batch.take(rows, self.cfg.pad_multiple)
             n = mb.input_ids.shape[1]
             if self.critic is not None:
                 values[rows, :n] = self.critic(mb.input_ids, self._mask(mb)).float()
@@ -207,7 +207,7 @@ class PPOWorker:
 
     def _logprobs(self, model, mb: Batch, entropy: str = "none"):
         return action_logprobs(model, mb.input_ids, self._mask(mb), mb.action_mask, entropy,
-                               self.cfg.logprob_chunk_tokens)
+                               self.cfg.logprob_chunk_tokens, self.cfg.pad_multiple)
 
     def _mask(self, mb: Batch):
         """The attention mask of a micro-batch's forwards (``learner.padding_mask``)."""
@@ -235,13 +235,13 @@ class PPOWorker:
 
     def _minibatch(self, batch: Batch, rows: list[int], acc: dict) -> None:
         cfg = self.cfg
-        mb = batch.take(rows)
+        mb = batch.take(rows, self.cfg.pad_multiple)
         turn = cfg.value_level == "turn"
         vmask_all = mb.turn_mask if turn else mb.action_mask
         n_tok, n_val = int(mb.action_mask.sum()), int(vmask_all.sum())
         n_seq = int(mb.action_mask.any(-1).sum())
         for group in self._split(mb, list(range(mb.size))):
-            m = mb.take(group)
+            m = mb.take(group, self.cfg.pad_multiple)
             ent_mode = "grad" if cfg.entropy_coef > 0 else "detached"
             lp, ent = self._logprobs(self.actor, m, ent_mode)
             pl, pst = ppo.policy_loss(lp, m.extra["old_logprobs"], m.extra["advantages"], m.action_mask, cfg.clip_eps,
@@ -288,7 +288,7 @@ class PPOWorker:
                 raise ValueError(f"learner.advantage={self.cfg.advantage} with {self.world_size} workers: assign "
                                  "group advantages on the whole batch first (LearnerGroup.train does)")
             assign_group_advantages(samples, self.cfg.advantage, self.cfg.negative_advantage_scale)
-        batch = collate(samples, self.pad_id).to(self.device)
+        batch = collate(samples, self.pad_id, self.cfg.pad_multiple).to(self.device)
         metrics = self._prepare(batch)
         per_rank = max(1, self.cfg.minibatch_size // self.world_size)
         acc: dict[str, float] = defaultdict(float)
@@ -301,11 +301,13 @@ class PPOWorker:
         means = self._all_sum([acc[k] / n_mb for k in names])
         metrics.update({k: v / self.world_size for k, v in zip(names, means)})
         wall = time.perf_counter() - t0
+        batch.extra.clear()  # the per-token results of this batch: freed before the memory goes back
+        rss = release_memory()
         tokens = self._all_sum([float(batch.lengths.sum()) * self.cfg.ppo_epochs, wall, _peak_rss_gib()])
         self.iterations += 1
         metrics.update(tokens_per_s=tokens[0] / (tokens[1] / self.world_size), step_s=wall, steps=self.steps,
                        iteration=self.iterations, lr=self.actor.get_lr()[0], trainable_params=self.trainable_params,
-                       peak_rss_gib=_peak_rss_gib(), peak_rss_gib_all_workers=tokens[2])
+                       peak_rss_gib=_peak_rss_gib(), peak_rss_gib_all_workers=tokens[2], rss_gib=rss)
         return metrics
 
     # --- weights -------------------------------------------------------------------------------------
@@ -339,7 +341,10 @@ class PPOWorker:
                 # One pinned host buffer per dtype, every parameter copied into its slice without a
                 # sync, one sync at the end: the bus speed, not one blocking .cpu() per parameter.
                 self._host_bufs, named = host_copy(named, self._host_bufs)
-            return sink({n: to_numpy(t) for n, t in named})
+            out = sink({n: to_numpy(t) for n, t in named})
+            del named  # under LoRA a merged copy of the network: its pages go back once it is in the sink
+            release_memory()
+            return out
 
     def export_adapter(self, sink: Callable[[dict[str, np.ndarray]], object]):
         """Hand the LoRA adapter (peft's files as bytes, ``lora.adapter_files``) to ``sink`` on rank 0 and
@@ -384,6 +389,24 @@ class PPOWorker:
         """Resume from ``save``: same weights, optimizer moments, lr schedule, step and RNG states."""
         client = checkpoint.load(path, self._trained(), self.rank, self.gen, tag)
         self.steps, self.iterations = client["steps"], client["iterations"]
+
+
+def release_memory() -> float:
+    """Collect garbage and hand the heap's free pages back to the OS (glibc's ``malloc_trim``; a no-op
+    elsewhere); returns this process's resident memory in GiB. Freed tensors otherwise stay in the
+    allocator's arenas, and on a CPU node the learner shares its memory with the engines: after a
+    step that is memory the push and the next rollout need."""
+    import ctypes
+    import gc
+    import sys
+
+    import psutil
+
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):  # not glibc
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+    return psutil.Process().memory_info().rss / 2**30
 
 
 def _peak_rss_gib() -> float:

@@ -344,11 +344,21 @@ class EngineGroup:
 
     def load(self, weights_ref, version: int) -> float:
         """Every engine loads the weights behind ``weights_ref`` (fetched from the object store,
-        never copied here); returns the slowest engine's load time in seconds."""
+        never copied here); returns the slowest engine's load time in seconds. An engine that dies
+        while loading (its process killed, e.g. by Ray's memory monitor) is replaced, and the
+        replacement loads these weights before it serves anything."""
         import ray
 
         self._weights = (weights_ref, version)
-        return max(ray.get([a.update_weights.remote([weights_ref], version) for a in self.actors]))
+        actors = list(self.actors)
+        refs = [a.update_weights.remote([weights_ref], version) for a in actors]
+        seconds = []
+        for i, (actor, ref) in enumerate(zip(actors, refs)):
+            try:
+                seconds.append(ray.get(ref))
+            except (ray.exceptions.RayActorError, ray.exceptions.OutOfMemoryError, EngineDead):
+                self._replace(i, actor)
+        return max(seconds, default=0.0)
 
     async def generate(self, prompt_ids: list[int], spec: SamplingSpec) -> list[Generation]:
         import ray

@@ -185,3 +185,38 @@ def test_an_engine_whose_build_fails_is_not_retried(ray_local, start_up_stand_in
         group.wait_ready()
     assert cls.spawned == 1 and group.replaced == 0
     group.shutdown()
+
+
+def test_an_engine_that_dies_while_loading_a_push_is_replaced_with_those_weights(ray_local):
+    """The push after a learner step is when memory peaks (the learner, the engine and the weights in
+    the object store at once): an engine killed there is replaced and loads the pushed weights,
+    instead of ending the run."""
+    import os
+
+    import numpy as np
+
+    @ray_local.remote(num_cpus=0)
+    class DiesOnPush:
+        def update_weights(self, state, version):
+            os._exit(1)
+
+    @ray_local.remote(num_cpus=0)
+    class Takes:
+        def __init__(self):
+            self.version = 0
+
+        def update_weights(self, state, version):
+            self.version = version
+            return 0.25
+
+        def stats(self):
+            return {"version": self.version}
+
+    cls = _group_spawning(DiesOnPush, Takes)
+    group = cls("unused", RolloutConfig())
+    with pytest.warns(RuntimeWarning, match="engine 0 died"):
+        group.load(ray_local.put({"w": np.zeros(2)}), 7)
+    assert group.replaced == 1 and cls.spawned == 2
+    assert group.stats() == [{"version": 7}]  # the replacement took the push before anything else
+    assert group.load(ray_local.put({"w": np.ones(2)}), 8) == 0.25 and group.replaced == 1
+    group.shutdown()

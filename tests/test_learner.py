@@ -51,9 +51,9 @@ def weights(ray, group) -> dict:
     return ray.get(group.weights_ref())
 
 
-def on_policy_rounds(ray, group, model_dir, rounds: int = 8) -> tuple[list[float], list[dict]]:
+def on_policy_rounds(ray, group, model_dir, rounds: int = 8) -> tuple[list[float], list[dict], dict]:
     """``rounds`` iterations, each on 16 episodes sampled from the weights the group last pushed:
-    the mean reward of each batch and the learner's metrics."""
+    the mean reward of each batch, the learner's metrics and the last weights."""
     rewards, metrics, state = [], [], None
     for it in range(rounds):
         batch = sample(hf_with(model_dir, state), 16, seed=it, version=it)
@@ -61,7 +61,15 @@ def on_policy_rounds(ray, group, model_dir, rounds: int = 8) -> tuple[list[float
         metrics.append(group.train(batch))
         state = weights(ray, group)
     group.shutdown()
-    return rewards, metrics
+    return rewards, metrics, state
+
+
+@torch.no_grad()
+def target_prob(model, n: int = 64, prompt_len: int = 6) -> float:
+    """The expected reward of the first reply token, exactly: P(TARGET) after fixed random prompts
+    (no sampling noise, unlike a batch's mean reward)."""
+    ids = torch.randint(2, model.config.vocab_size, (n, prompt_len), generator=torch.Generator().manual_seed(99))
+    return float(torch.softmax(model(input_ids=ids).logits[:, -1].float(), -1)[:, TARGET].mean())
 
 
 @pytest.mark.slow
@@ -73,7 +81,7 @@ def test_ppo_raises_a_trivially_learnable_reward(ray_local, v16_model_dir, advan
     cfg = LearnerConfig(lr=1e-3, warmup_steps=0, kl_beta=0.01, minibatch_size=8, ppo_epochs=2, zero_stage=2,
                         advantage=advantage)
     group = LearnerGroup(str(v16_model_dir), cfg, seed=0, num_cpus_per_worker=0.5)
-    rewards, metrics = on_policy_rounds(ray, group, v16_model_dir)
+    rewards, metrics, _ = on_policy_rounds(ray, group, v16_model_dir)
     first, last = np.mean(rewards[:2]), np.mean(rewards[-2:])
     assert last > first + 0.15, f"mean reward did not rise: {rewards}"
     m = metrics[-1]
@@ -340,16 +348,19 @@ def test_chunked_logprobs_equal_the_full_head(tiny_model_dir, lora):
     action = torch.zeros(3, 40, dtype=torch.bool)
     action[0, 10:25], action[1, 20:40], action[2, 5:30] = True, True, True
     out = {}
-    for chunk in (0, 7):                                         # 7: several chunks, the last one short
+    # 7: several chunks, the last one short; (7, 4): each chunk's rows padded to a multiple of 4
+    for chunk, multiple in ((0, 1), (7, 1), (7, 4)):
         model.zero_grad()
-        lp, ent = action_logprobs(model, ids, attention, action, entropy="grad", chunk_tokens=chunk)
+        lp, ent = action_logprobs(model, ids, attention, action, entropy="grad", chunk_tokens=chunk,
+                                  multiple=multiple)
         (lp.sum() + 0.1 * ent.sum()).backward()
         grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
-        out[chunk] = lp.detach(), ent.detach(), grads
-    (lp0, ent0, g0), (lp7, ent7, g7) = out[0], out[7]
-    assert (lp0[~action] == 0).all() and (lp0[action] < 0).all()
-    assert torch.allclose(lp0, lp7, atol=1e-5) and torch.allclose(ent0, ent7, atol=1e-4)
-    assert g0.norm() > 0 and torch.allclose(g0, g7, rtol=1e-4, atol=1e-6)
+        out[chunk, multiple] = lp.detach(), ent.detach(), grads
+    lp0, ent0, g0 = out[0, 1]
+    assert (lp0[~action] == 0).all() and (lp0[action] < 0).all() and g0.norm() > 0
+    for lp7, ent7, g7 in (out[7, 1], out[7, 4]):
+        assert torch.allclose(lp0, lp7, atol=1e-5) and torch.allclose(ent0, ent7, atol=1e-4)
+        assert torch.allclose(g0, g7, rtol=1e-4, atol=1e-6)
 
 
 def test_right_padded_batches_run_without_a_padding_mask(tiny_model_dir):

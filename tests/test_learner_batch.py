@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from learner.batch import Sample, SampleError, bucket_count, buckets, collate, padding_stats
+from learner.batch import Sample, SampleError, bucket_count, buckets, collate, padding_stats, round_up
 
 
 def two_turn(offset: int = 0, id: str = "p") -> Sample:
@@ -43,6 +43,18 @@ def test_take_crops_to_the_longest_row():
     assert small.input_ids.shape == (2, 6) and small.turn_mask.shape == (2, 1)
     assert small.extra["adv"].tolist() == [list(range(9, 15)), list(range(18, 24))]
     assert small.extra["turn_v"].shape == (2, 1)
+
+
+def test_widths_round_up_to_the_pad_multiple_within_the_batch():
+    """learner.pad_multiple: the batch and its micro-batches come in widths that are multiples (the
+    pads carry no action, reward or attention), never wider than the batch."""
+    assert [round_up(n, 4) for n in (1, 4, 5, 8)] == [4, 4, 8, 8] and round_up(7, 1) == 7
+    b = collate([two_turn(), one_turn(2, 2), one_turn(3, 3)], pad_id=0, multiple=4)
+    assert b.input_ids.shape == (3, 12) and b.lengths.tolist() == [9, 4, 6]
+    assert not b.action_mask[:, 9:].any() and not b.attention_mask[:, 9:].any() and not b.token_rewards[:, 9:].any()
+    assert b.take([1], 4).input_ids.shape == (1, 4) and b.take([1, 2], 4).input_ids.shape == (2, 8)
+    assert b.take([0], 4).input_ids.shape == (1, 12) and b.take([1, 2], 5).input_ids.shape == (2, 10)
+    assert b.take([0], 8).input_ids.shape == (1, 12)  # capped at the batch's width
 
 
 @pytest.mark.parametrize("field,mutate,needle", [

@@ -5,7 +5,7 @@ resumes bit for bit."""
 import numpy as np
 import pytest
 import torch
-from test_learner import hf_with, on_policy_rounds, sample, weights
+from test_learner import hf_with, on_policy_rounds, sample, target_prob, weights
 
 from learner.config import LearnerConfig
 from learner.lora import add_adapters, merged_named, reference
@@ -75,8 +75,10 @@ def test_lora_learns_a_trivially_learnable_reward_without_a_reference_copy(ray_l
     group = LearnerGroup(str(v16_model_dir), cfg, seed=0, num_cpus_per_worker=0.5)
     assert ray.get(group.workers[0].has_reference.remote()) is False  # the base network is the reference
     full = sum(p.numel() for p in hf_with(v16_model_dir, None).parameters())
-    rewards, metrics = on_policy_rounds(ray, group, v16_model_dir)
-    assert np.mean(rewards[-2:]) > np.mean(rewards[:2]) + 0.1, f"mean reward did not rise: {rewards}"
+    rewards, metrics, state = on_policy_rounds(ray, group, v16_model_dir)
+    # The batches' mean rewards (16 episodes each) are noisy; the policy's expected reward is exact.
+    before, after = target_prob(hf_with(v16_model_dir, None)), target_prob(hf_with(v16_model_dir, state))
+    assert after > 2 * before and after > 0.1, f"P(target) {before:.3f} -> {after:.3f}; batch rewards {rewards}"
     m = metrics[-1]
     assert 0 < m["trainable_params"] < full / 4
     assert m["kl_ref"] > 0 and np.isfinite(m["policy_loss"])  # the adapters-off reference gives a real KL
