@@ -45,21 +45,25 @@ def synthetic(episodes: int, prompt: int, reply: int, vocab: int, seed: int = 0)
     return out
 
 
-def matmul_gflops(dtype: str, threads: int, n: int = 2048, reps: int = 10) -> float:
-    """Best-of-``reps`` GFLOP/s of an n x n matmul in ``dtype`` on ``threads`` threads."""
+def matmul_gflops(dtype: str, threads: int, n: int = 2048, reps: int = 10, device: str = "cpu") -> float:
+    """Best-of-``reps`` GFLOP/s of an n x n matmul in ``dtype`` on ``threads`` threads (on a CUDA
+    ``device``: on the GPU, each timed between syncs)."""
     import torch
 
     from learner.model import DTYPES
 
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
-    a, b = (torch.randn(n, n).to(DTYPES[dtype]) for _ in range(2))
+    a, b = (torch.randn(n, n, device=device).to(DTYPES[dtype]) for _ in range(2))
     for _ in range(3):
         a @ b
     best = float("inf")
     for _ in range(reps):
+        sync()
         t0 = time.perf_counter()
         a @ b
+        sync()
         best = min(best, time.perf_counter() - t0)
     torch.set_num_threads(before)
     return 2 * n**3 / best / 1e9
@@ -122,12 +126,19 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--iterations", type=int, default=2, help="timed iterations per layout (after 1 warm-up)")
     ap.add_argument("--layouts", default=DEFAULT_LAYOUTS,
                     help="ADVANTAGE:DTYPE:ZERO_STAGExWORKERS[:chunkN][:loraR][:padmask], comma separated (DTYPE may be auto)")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                    help="one learner worker in this process on this device (no Ray), beside a bare torch "
+                         "forward+backward+AdamW of the same batch; default: Ray workers on this machine's CPU")
+    ap.add_argument("--profile", action="store_true",
+                    help="with --device: one more iteration per layout under torch.profiler; prints its costliest ops")
     args, console, cfg, model_dir = parse_with_config(ap, argv)
     from learner.model import resolve_dtype
 
     layouts = {spec: parse_layout(spec) for spec in args.layouts.split(",")}
-    for layout in layouts.values():  # this bench runs the learner on this machine's CPU
-        layout["dtype"] = resolve_dtype(layout["dtype"], "cpu")
+    for layout in layouts.values():
+        layout["dtype"] = resolve_dtype(layout["dtype"], args.device or "cpu")
+    if args.device:
+        return in_process(args, console, cfg, model_dir, layouts)
 
     from transformers import AutoConfig
 
@@ -179,3 +190,157 @@ def main(argv: list[str]) -> int:
                       "action_tokens": action_tokens, "matmul_params": n, "threads": threads,
                       "matmul_gflops": peak, "layouts": out}))
     return 0
+
+
+def bare_iteration(model, optimizer, micro_batches: list) -> None:
+    """Plain torch: next-token cross-entropy forward+backward over every micro-batch, one AdamW step."""
+    import torch
+
+    for ids, mask in micro_batches:
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten(),
+                                                 reduction="none")
+        (loss * mask[:, 1:].flatten()).sum().backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def micro_batches(batch, budget: int, device) -> list:
+    """The batch's token ids padded into micro-batches of at most ``budget`` tokens (widths included)."""
+    import torch
+
+    rows = sorted((s.token_ids for s in batch), key=len)
+    out, cur = [], []
+    for ids in rows:
+        if cur and (len(cur) + 1) * len(ids) > budget:
+            out.append(cur)
+            cur = []
+        cur.append(ids)
+    out.append(cur)
+    padded = []
+    for group in out:
+        width = max(map(len, group))
+        ids = torch.tensor([r + [0] * (width - len(r)) for r in group], device=device)
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in group], device=device)
+        padded.append((ids, mask))
+    return padded
+
+
+def print_profile(console, fn, cuda: bool, rows: int = 30) -> None:
+    """Run ``fn`` once under torch.profiler; print its costliest ops by their own device time."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        fn()
+        if cuda:
+            torch.cuda.synchronize()
+    key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    console.print(prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=60), soft_wrap=True)
+
+
+def in_process(args, console, cfg, model_dir: str, layouts: dict) -> int:
+    """``--device``: each layout as one PPOWorker in this process, beside a bare torch
+    forward+backward+AdamW of the same batch in the same dtype: the work-equivalent ratio scales the
+    bare time by the iteration's model FLOPs over the bare pass's (6 per matmul parameter and token,
+    the LM head on every token) and divides by the learner's time (1 = no overhead)."""
+    import functools
+    import gc
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from learner.config import LearnerConfig
+    from learner.model import DTYPES
+    from learner.worker import PPOWorker
+
+    device = torch.device(args.device, 0) if args.device == "cuda" else torch.device("cpu")
+    cuda = device.type == "cuda"
+    threads = torch.get_num_threads()
+    if cuda:
+        peak = {dt: matmul_gflops(dt, threads, n=8192, device="cuda") for dt in {v["dtype"] for v in layouts.values()}}
+        card = torch.cuda.get_device_name(0)
+    else:
+        peak = {dt: matmul_gflops(dt, threads) for dt in {v["dtype"] for v in layouts.values()}}
+        card = "cpu"
+    console.print(f"{card}: matmul " + ", ".join(f"{k} {v / 1e3:.1f} TFLOP/s" for k, v in peak.items()))
+    n = matmul_params(model_dir)
+    batch = synthetic(args.episodes, args.prompt, args.reply, AutoConfig.from_pretrained(model_dir).vocab_size,
+                      cfg.run.seed)
+    tokens = sum(len(s.token_ids) for s in batch)
+    action_tokens = sum(sum(s.action_mask) for s in batch)
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    def reset_peak():
+        gc.collect()
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+
+    def peak_gib() -> float | None:
+        return torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+
+    def timed(fn) -> list[float]:
+        fn()  # warm-up
+        times = []
+        for _ in range(args.iterations):
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times.append(time.perf_counter() - t0)
+        return times
+
+    out = {}
+    bare = {}
+    for spec, layout in layouts.items():
+        if layout["world_size"] != 1:
+            raise SystemExit(f"--layouts: {spec!r}: --device runs one worker (ZERO_STAGEx1)")
+        lcfg = LearnerConfig(**{**cfg.learner.model_dump(), **layout, "minibatch_size": args.episodes,
+                                "ppo_epochs": 1})
+        dtype = lcfg.dtype
+        if dtype not in bare:  # the bare pass once per dtype
+            reset_peak()
+            model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=DTYPES[dtype]).to(device)
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
+            mbs = micro_batches(batch, lcfg.micro_batch_tokens, device)
+            times = timed(functools.partial(bare_iteration, model, opt, mbs))
+            wall = statistics.median(times)
+            flops = 6 * (n["body"] + n["head"]) * tokens
+            bare[dtype] = {"iteration_s": wall, "iteration_s_range": [min(times), max(times)],
+                           "tokens_per_s": tokens / wall, "model_tflop": flops / 1e12,
+                           "mfu": flops / wall / 1e9 / peak[dtype], "peak_gpu_gib": peak_gib()}
+            console.print(f"bare torch {dtype}: {bare[dtype]}")
+            del model, opt, mbs
+        reset_peak()
+        console.print(f"{spec}: {args.episodes} episodes, {tokens} tokens ({action_tokens} action tokens)")
+        worker = PPOWorker(model_dir, lcfg, seed=cfg.run.seed, master_port=0)
+        runs = []
+        times = timed(functools.partial(lambda w, r: r.append(w.train(batch)), worker, runs))
+        wall = statistics.median(times)
+        if args.profile:
+            print_profile(console, functools.partial(worker.train, batch), cuda)
+        flops = iteration_flops(n, tokens, action_tokens, lcfg)
+        equivalent = bare[dtype]["iteration_s"] * flops / (bare[dtype]["model_tflop"] * 1e12)
+        out[spec] = {**layout, "trainable_params": runs[-1]["trainable_params"], "iteration_s": wall,
+                     "iteration_s_range": [min(times), max(times)], "tokens_per_s": tokens / wall,
+                     "model_tflop": flops / 1e12, "mfu": flops / wall / 1e9 / peak[dtype],
+                     "work_vs_bare": flops / (bare[dtype]["model_tflop"] * 1e12),
+                     "ratio_vs_bare_work_equivalent": equivalent / wall, "peak_gpu_gib": peak_gib(),
+                     "padding_frac": runs[-1]["padding_frac"]}
+        console.print(out[spec])
+        del worker
+    print(json.dumps({"bench": "learner", "device": card, "model": cfg.model.name, "episodes": args.episodes,
+                      "tokens": tokens, "action_tokens": action_tokens, "matmul_params": n,
+                      "matmul_gflops": peak, "bare": bare, "layouts": out}))
+    return 0
+
+
+if __name__ == "__main__":  # python -m bench.learner: where the CLI's dependencies are not installed
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

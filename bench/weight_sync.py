@@ -11,7 +11,12 @@ push/memcpy and transport/memcpy (goal <= 2x).
 With ``--lora RANK`` the learner trains LoRA adapters of that rank, (a) pushes the merged network as
 above, and then (c) pushes the adapter alone (peft's files, ``learner.adapter_ref()``) to engines
 started with ``rollout.max_lora_rank``, which serve it through vLLM's ``LoRARequest``: bytes and
-times of both, and their ratios. Last line: one JSON object.
+times of both, and their ratios. With ``--device cpu|cuda`` (no Ray or vLLM needed): the learner's own part of the push alone, one
+worker in this process on that device: (d) ``export_weights`` into host memory (on a GPU: one pinned
+buffer per dtype, one sync), and with Ray installed ``export_weights(ray.put)``, beside (e) one bulk
+copy of the same bytes from one contiguous device buffer into one preallocated (pinned) host buffer:
+the bus speed. Ratio export/bulk (goal <= 2x).
+Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -33,7 +38,12 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--dtype", choices=["same", "bfloat16"], default="same")
     ap.add_argument("--lora", type=int, default=0, metavar="RANK", help="LoRA adapters of this rank: also push them alone")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                    help="the learner's export alone, one worker in this process on this device, beside one "
+                         "bulk copy of the same bytes to (pinned) host memory; no engines")
     args, console, cfg, model_dir = parse_with_config(ap, argv)
+    if args.device:
+        return export_on_device(args, console, cfg, model_dir)
 
     import numpy as np
 
@@ -114,3 +124,76 @@ def main(argv: list[str]) -> int:
     ray.shutdown()
     print(json.dumps(result))
     return 0
+
+
+def export_on_device(args, console, cfg, model_dir: str) -> int:
+    """``--device``: the worker's export against one bulk device-to-host copy of the same bytes."""
+    import importlib.util
+
+    import torch
+
+    from learner.model import resolve_dtype
+    from learner.worker import PPOWorker
+
+    cuda = args.device == "cuda"
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    lcfg = cfg.learner.model_copy(update={"world_size": 1, "lora_rank": 0, "advantage": "grpo",
+                                          "dtype": resolve_dtype(cfg.learner.dtype, args.device)})
+    worker = PPOWorker(model_dir, lcfg, seed=cfg.run.seed, master_port=0)
+    card = torch.cuda.get_device_name(0) if cuda else "cpu"
+    console.print(f"{card}: export of {model_dir} ({lcfg.dtype}, ZeRO {lcfg.zero_stage})")
+
+    def timed(fn) -> list[float]:
+        fn()  # warm-up (first use allocates the pinned buffers)
+        times = []
+        for _ in track(range(args.repeats), description="export", console=console):
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return times
+
+    nbytes = worker.export_weights(lambda state: sum(a.nbytes for a in state.values()), args.dtype)
+    export = timed(lambda: worker.export_weights(lambda state: None, args.dtype))
+    params = [p.detach() for p in worker.actor.module.parameters()]
+    if args.dtype == "bfloat16":
+        params = [p.to(torch.bfloat16) for p in params]
+    flat = {dt: torch.cat([p.reshape(-1) for p in params if p.dtype == dt]) for dt in {p.dtype for p in params}}
+    host = {dt: torch.empty(t.numel(), dtype=dt, pin_memory=cuda) for dt, t in flat.items()}
+
+    def bulk():
+        for dt, t in flat.items():
+            host[dt].copy_(t, non_blocking=cuda)
+        sync()
+
+    copies = timed(bulk)
+    bulk_bytes = sum(t.numel() * t.element_size() for t in flat.values())
+    med = statistics.median
+    result = {"bench": "weight-sync", "device": card, "model": cfg.model.name, "dtype": args.dtype,
+              "learner_dtype": lcfg.dtype, "bytes": nbytes, "bulk_bytes": bulk_bytes, "repeats": args.repeats,
+              "export_s": med(export), "export_s_range": [min(export), max(export)],
+              "bulk_copy_s": med(copies), "bulk_copy_s_range": [min(copies), max(copies)],
+              "bulk_gb_s": bulk_bytes / med(copies) / 1e9,
+              "ratio_export_vs_bulk": med(export) / med(copies)}
+    if importlib.util.find_spec("ray") is not None:
+        import ray
+
+        from cluster.ray_local import init_ray
+
+        init_ray(num_cpus=2)
+        put = timed(lambda: worker.export_weights(ray.put, args.dtype))
+        result.update({"export_put_s": med(put), "export_put_s_range": [min(put), max(put)],
+                       "ratio_export_put_vs_bulk": med(put) / med(copies)})
+        ray.shutdown()
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":  # python -m bench.weight_sync: where the CLI's dependencies are not installed
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

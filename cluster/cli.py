@@ -99,7 +99,7 @@ def cmd_eval(args) -> int:
             return 2
         sets.append(EvalSet(name, Path(also_out), int(limit) or None))
     evaluate(cfg, sets, turns=turns, samples=args.samples, temperature=args.temperature, top_p=args.top_p,
-             console=console)
+             adapter=Path(args.adapter) if args.adapter else None, console=console)
     return 0
 
 
@@ -286,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="RLEF rollouts of a model: pass@1, 1@T, pass@k")
     p.add_argument("--model", help="default: model.name from the config")
+    p.add_argument("--adapter", help="a peft LoRA dir (a LoRA run's policy/adapter) served on top of --model "
+                   "through vLLM's LoRA support: the policy exactly as trained, not merged into bf16 weights")
     p.add_argument("--dataset", help="default: data.eval from the config")
     p.add_argument("--turns", type=int, help="attempts per rollout (default: rollout.max_turns)")
     p.add_argument("--samples", type=int, default=1, help="rollouts per problem")

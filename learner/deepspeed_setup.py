@@ -43,8 +43,9 @@ def init_deepspeed(rank: int = 0, world_size: int = 1, master_addr: str = "127.0
     return deepspeed, backend
 
 
-def ds_config(cfg: LearnerConfig, lr: float | None, stage: int) -> dict:
-    """DeepSpeed config of one engine (``lr`` None: an inference-only engine, no optimizer)."""
+def ds_config(cfg: LearnerConfig, lr: float | None, stage: int, cuda: bool = False) -> dict:
+    """DeepSpeed config of one engine (``lr`` None: an inference-only engine, no optimizer); ``cuda``:
+    the engine's model is on a CUDA device."""
     conf = {
         "train_micro_batch_size_per_gpu": 1,
         "gradient_accumulation_steps": 1,
@@ -56,7 +57,9 @@ def ds_config(cfg: LearnerConfig, lr: float | None, stage: int) -> dict:
     }
     if lr is not None:
         conf["gradient_clipping"] = cfg.grad_clip
-        # torch's AdamW: no JIT-built optimizer op (DeepSpeed's CPU Adam build takes minutes).
+        # torch's AdamW: no JIT-built optimizer op (DeepSpeed's CPU Adam build takes minutes); on a
+        # GPU its fused kernel (one launch for all parameters, as transformers' Trainer defaults to).
         conf["optimizer"] = {"type": "AdamW", "params": {"lr": lr, "weight_decay": cfg.weight_decay,
-                                                        "betas": [0.9, 0.95], "torch_adam": True}}
+                                                        "betas": [0.9, 0.95], "torch_adam": True,
+                                                        **({"fused": True} if cuda else {})}}
     return conf

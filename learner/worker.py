@@ -83,7 +83,7 @@ class PPOWorker:
                 opt, lambda step: min(1.0, (step + 1) / (warmup + 1))))
             params = [p for p in model.parameters() if p.requires_grad] if lr is not None else None
             eng, *_ = deepspeed.initialize(model=model, model_parameters=params, lr_scheduler=sched,
-                                           config=ds_config(cfg, lr, stage))
+                                           config=ds_config(cfg, lr, stage, cuda=backend == "nccl"))
             return eng
 
         policy = load_policy(model_dir, cfg.dtype)
@@ -342,8 +342,13 @@ class PPOWorker:
                 # sync, one sync at the end: the bus speed, not one blocking .cpu() per parameter.
                 self._host_bufs, named = host_copy(named, self._host_bufs)
             out = sink({n: to_numpy(t) for n, t in named})
-            del named  # under LoRA a merged copy of the network: its pages go back once it is in the sink
-            release_memory()
+            copied = self.cfg.lora_rank or dtype == "bfloat16"
+            del named
+            if copied and self.device.type == "cpu":
+                # A merged or cast copy of the network on the heap: its pages go back once it is in
+                # the sink (no garbage collection: refcounts free it; a full collection costs more
+                # than the copy). Views of the parameters (the plain push) free nothing.
+                release_memory(collect=False)
             return out
 
     def export_adapter(self, sink: Callable[[dict[str, np.ndarray]], object]):
@@ -391,18 +396,19 @@ class PPOWorker:
         self.steps, self.iterations = client["steps"], client["iterations"]
 
 
-def release_memory() -> float:
-    """Collect garbage and hand the heap's free pages back to the OS (glibc's ``malloc_trim``; a no-op
-    elsewhere); returns this process's resident memory in GiB. Freed tensors otherwise stay in the
-    allocator's arenas, and on a CPU node the learner shares its memory with the engines: after a
-    step that is memory the push and the next rollout need."""
+def release_memory(collect: bool = True) -> float:
+    """Collect garbage (``collect``) and hand the heap's free pages back to the OS (glibc's
+    ``malloc_trim``; a no-op elsewhere); returns this process's resident memory in GiB. Freed
+    tensors otherwise stay in the allocator's arenas, and on a CPU node the learner shares its
+    memory with the engines: after a step that is memory the push and the next rollout need."""
     import ctypes
     import gc
     import sys
 
     import psutil
 
-    gc.collect()
+    if collect:
+        gc.collect()
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):  # not glibc
             ctypes.CDLL("libc.so.6").malloc_trim(0)

@@ -56,3 +56,35 @@ def test_bench_learner_reports_mfu(ray_local, tiny_model_dir, capsys):
     assert a["padding_mask"] == "auto" and b["padding_mask"] == "always"
     assert a["model_tflop"] == b["model_tflop"] > 0 and 0 < a["mfu"] < 1
     assert a["mfu"] == pytest.approx(a["achieved_gflops"] / result["matmul_gflops"]["float32"])
+
+
+@pytest.mark.parametrize("shape,params", [("smollm2-135m", 134_515_008), ("qwen2.5-0.5b", 494_032_768),
+                                          ("qwen2.5-1.5b", 1_543_714_304)])
+def test_shapes_have_the_public_models_parameter_counts(shape, params):
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from bench import SHAPES
+
+    kind, fields = SHAPES[shape]
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(kind, **fields, tie_word_embeddings=True))
+    assert sum(p.numel() for p in model.parameters()) == params
+
+
+def test_bench_learner_in_process_beside_bare_torch(tiny_model_dir, capsys):
+    from bench.learner import main
+
+    assert main(["--device", "cpu", "--episodes", "4", "--prompt", "32", "--reply", "16", "--iterations", "1",
+                 "--layouts", "gae:float32:0x1,grpo:float32:0x1", f"model.name={tiny_model_dir}"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    bare = result["bare"]["float32"]
+    assert bare["iteration_s"] > 0 and bare["peak_gpu_gib"] is None
+    gae, grpo = result["layouts"]["gae:float32:0x1"], result["layouts"]["grpo:float32:0x1"]
+    # a PPO iteration with a critic (its forward, forward+backward) is more work than one without
+    assert gae["work_vs_bare"] > grpo["work_vs_bare"] > 0
+    for lay in (gae, grpo):
+        assert lay["ratio_vs_bare_work_equivalent"] == pytest.approx(
+            bare["iteration_s"] * lay["work_vs_bare"] / lay["iteration_s"])
+    with pytest.raises(SystemExit, match="one worker"):
+        main(["--device", "cpu", "--layouts", "grpo:float32:0x2", f"model.name={tiny_model_dir}"])

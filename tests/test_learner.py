@@ -387,3 +387,12 @@ def test_right_padded_batches_run_without_a_padding_mask(tiny_model_dir):
             alone, _ = action_logprobs(model, ids[i:i + 1, :n], attention[i:i + 1, :n], action[i:i + 1, :n])
             assert torch.allclose(batched[i, :n], alone[0], atol=1e-5), i
             assert (batched[i, n:] == 0).all()
+
+
+def test_the_optimizer_is_fused_on_a_gpu_only():
+    from learner.deepspeed_setup import ds_config
+
+    cfg = LearnerConfig()
+    assert ds_config(cfg, 1e-6, 0, cuda=True)["optimizer"]["params"]["fused"] is True
+    assert "fused" not in ds_config(cfg, 1e-6, 0)["optimizer"]["params"]  # CPU: torch's default AdamW
+    assert "optimizer" not in ds_config(cfg, None, 0, cuda=True)            # inference-only engine

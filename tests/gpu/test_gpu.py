@@ -17,6 +17,8 @@ from test_learner import hf_with, sample
 from learner.config import LearnerConfig
 
 pytestmark = pytest.mark.gpu
+# cuBLAS is deterministic only with a fixed workspace, which must be chosen before CUDA starts.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +64,15 @@ def test_learner_trains_on_the_device(v16_model_dir, device, advantage, stage):
     assert ("value_loss" in m) == (advantage == "gae")
 
 
-def test_resume_is_bit_exact_on_the_device(v16_model_dir, device, tmp_path):
+@pytest.fixture
+def deterministic():
+    """Deterministic kernels for the test (warn where an op has none: the warning names it)."""
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    yield
+    torch.use_deterministic_algorithms(False)
+
+
+def test_resume_is_bit_exact_on_the_device(v16_model_dir, device, tmp_path, deterministic):
     model = hf_with(v16_model_dir, None)
     batches = [sample(model, 8, seed=i) for i in range(3)]
     kw = {"advantage": "gae", "zero_stage": 2, "warmup_steps": 2}
