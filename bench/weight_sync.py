@@ -184,11 +184,13 @@ def export_on_device(args, console, cfg, model_dir: str) -> int:
 
         from cluster.ray_local import init_ray
 
+        started = not ray.is_initialized()
         init_ray(num_cpus=2)
         put = timed(lambda: worker.export_weights(ray.put, args.dtype))
         result.update({"export_put_s": med(put), "export_put_s_range": [min(put), max(put)],
                        "ratio_export_put_vs_bulk": med(put) / med(copies)})
-        ray.shutdown()
+        if started:  # a Ray this process had already started stays up
+            ray.shutdown()
     print(json.dumps(result))
     return 0
 
