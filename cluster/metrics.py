@@ -3,6 +3,7 @@ batch of episodes, the stage timer, the closing summary table, and reading the r
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
 import time
@@ -14,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from reward.lines import classify, line_shares
+from reward.outcome import resubmits
 
 
 class MetricsLog:
@@ -88,8 +90,41 @@ def reply_line_metrics(episodes: list) -> dict:
     return line_shares([[k for _, k in classify(t.reply, e.entry_point)] for e in episodes for t in e.turns])
 
 
+RETRY_KINDS = ("changed", "resubmitted", "no_function", "no_code")
+
+
+def defines(code: str, name: str) -> bool:
+    """Whether ``code`` defines the function ``name`` at its top level (False when it does not parse)."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return False
+    return any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == name for n in tree.body)
+
+
+def retry_kinds(episodes: list) -> dict:
+    """What every later turn (a retry after feedback) holds: ``changed`` code, code an earlier turn already
+    ran (``resubmitted``: what ``reward.repeat_cost`` charges), new code that does not define the problem's
+    function (``no_function``, e.g. the failing assertion copied back) or no valid code (``no_code``).
+    A shaping term on retries is gamed through the last two: they are watched here."""
+    counts = dict.fromkeys(RETRY_KINDS, 0)
+    for e in episodes:
+        for i, t in enumerate(e.turns[1:], start=1):
+            if t.code is None:
+                kind = "no_code"
+            elif resubmits(t, e.turns[:i]):
+                kind = "resubmitted"
+            elif e.entry_point and not defines(t.code, e.entry_point):
+                kind = "no_function"
+            else:
+                kind = "changed"
+            counts[kind] += 1
+    return counts
+
+
 def episode_metrics(episodes: list) -> dict:
     n = max(len(episodes), 1)
+    retries = retry_kinds(episodes)
     return {**reply_line_metrics(episodes),
             "episodes": len(episodes),
             "solve_rate": sum(e.solved for e in episodes) / n,
@@ -97,7 +132,8 @@ def episode_metrics(episodes: list) -> dict:
             "turns_mean": sum(len(e.turns) for e in episodes) / n,
             "invalid_turn_frac": sum(t.code is None for e in episodes for t in e.turns) / max(
                 sum(len(e.turns) for e in episodes), 1),
-            "reply_tokens_mean": sum(sum(e.action_mask) for e in episodes) / n}
+            "reply_tokens_mean": sum(sum(e.action_mask) for e in episodes) / n,
+            **{f"retry_{k}_frac": v / max(sum(retries.values()), 1) for k, v in retries.items()}}
 
 
 def summary(rows: list[dict], console: Console) -> dict:

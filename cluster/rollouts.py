@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 
 from rich.console import Console
 
+from cluster.metrics import retry_kinds
 from cluster.progress import progress
 from rollout.episode import FeedbackBank, run_episode
 from rollout.types import Episode, SamplingSpec
@@ -92,6 +93,7 @@ def heldout_metrics(r: Rollouts, turns: int) -> dict:
             "solved_problems": sum(any(s) for s in solved),
             "recovered_by_feedback": sum(1 for e in eps if e.solved and len(e.turns) > 1),
             "invalid_turns": sum(t.code is None for e in eps for t in e.turns),
+            "retries": retry_kinds(eps),
             "turns_used": dict(sorted(collections.Counter(len(e.turns) for e in eps).items())),
             "errors": sum(not isinstance(e, Episode) for eps_ in r.episodes for e in eps_)}
 

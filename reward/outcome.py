@@ -11,13 +11,18 @@ from __future__ import annotations
 from reward.config import RewardConfig
 
 
+def resubmits(turn, earlier: list | tuple) -> bool:
+    """Whether ``turn`` holds valid code that one of the ``earlier`` turns of its episode already ran."""
+    return turn.code is not None and any(t.code == turn.code for t in earlier)
+
+
 def turn_reward(turn, cfg: RewardConfig, private_verdict: str | None = None, earlier: list | tuple = ()) -> float:
     """RLEF's reward of one turn; pass ``private_verdict`` for the final turn only (every other turn
     is followed by another attempt and pays ``turn_cost``), and the episode's ``earlier`` turns."""
     if private_verdict == "infra_error":
         raise ValueError("the episode hit a sandbox infra error: drop it, do not score it")
     r = cfg.invalid_turn if turn.code is None else 0.0
-    if turn.code is not None and any(t.code == turn.code for t in earlier):
+    if resubmits(turn, earlier):
         r += cfg.repeat_cost
     if private_verdict is not None:
         return r + (cfg.success if private_verdict == "pass" else cfg.failure)

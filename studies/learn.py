@@ -28,7 +28,7 @@ from pathlib import Path
 from rich.console import Console
 
 from cluster.config import CONFIG_DIR, ConfigError, load_config
-from cluster.metrics import read_jsonl
+from cluster.metrics import RETRY_KINDS, read_jsonl
 from studies.runner import log_tail, run_cli
 from studies.stats import all_seeds_exact, outcomes, paired
 
@@ -165,6 +165,7 @@ def write_report(out: Path, runs: Path, seeds: list[int]) -> Path:
                  "max_turns": turns, "base_pass1": sum(base["pass@1"].values()), f"base_1at{turns}": sum(base[k_at].values()),
                  "base_invalid_turns": base_metrics["invalid_turns"], "seeds": [], "trained_pass1": [],
                  f"trained_1at{turns}": [], "p_value": [], f"p_value_1at{turns}": [], "gained": [], "lost": [],
+                 "base_retries": base_metrics.get("retries"), "trained_retries": [],
                  "recovered_by_feedback": [], "trained_invalid_turns": [], "wall_minutes": [], "iterations_minutes": [],
                  "learner_restarts": [], "train_slice": [], "rlef_sampled": []}
     has_sampled = (base_dir / SAMPLED / "metrics.json").exists()
@@ -188,6 +189,7 @@ def write_report(out: Path, runs: Path, seeds: list[int]) -> Path:
         res["lost"].append(p1["lost"])
         res["recovered_by_feedback"].append(m["recovered_by_feedback"])
         res["trained_invalid_turns"].append(m["invalid_turns"])
+        res["trained_retries"].append(m.get("retries"))
         res["wall_minutes"].append(round((wall.get("train_s", 0) + wall.get("eval_s", 0)) / 60, 1))
         rows = read_jsonl(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
         res["iterations_minutes"].append(round(sum(r.get("iteration_s", 0.0) for r in rows) / 60, 1))
@@ -268,6 +270,11 @@ def _plot(out: Path, runs: Path, res: dict, turns: int) -> list[str]:
     return ["training.png", "heldout.png"]
 
 
+def _retries(counts: dict | None) -> str:
+    """A held-out evaluation's retry kinds (``cluster.metrics.retry_kinds``); "-" where it predates them."""
+    return " / ".join(str(counts[k]) for k in RETRY_KINDS) if counts else "-"
+
+
 def _markdown(res: dict, turns: int, samples: list, pngs: list[str]) -> str:
     n = res["problems"]
     lines = [f"# Learning: {res['model']}, held-out {res['dataset']} ({n} problems, greedy)", "",
@@ -275,13 +282,15 @@ def _markdown(res: dict, turns: int, samples: list, pngs: list[str]) -> str:
              "p = McNemar's exact test (two-sided).", "",
              *([f"Trained and evaluated with: `{res['trained_with']}`.", ""] if "trained_with" in res else []),
              f"| run | pass@1 | p | 1@{turns} | p | gained / lost (pass@1) | recovered by feedback | invalid turns "
-             "| wall (train + eval) | the iterations alone |", "|---|---|---|---|---|---|---|---|---|---|",
-             f"| base | {res['base_pass1']}/{n} | | {res[f'base_1at{turns}']}/{n} | | | | {res['base_invalid_turns']} | | |"]
+             "| retries: changed / resubmitted / no function / no code | wall (train + eval) | the iterations alone |",
+             "|---|---|---|---|---|---|---|---|---|---|---|",
+             f"| base | {res['base_pass1']}/{n} | | {res[f'base_1at{turns}']}/{n} | | | | {res['base_invalid_turns']} | "
+             f"{_retries(res['base_retries'])} | | |"]
     for i, seed in enumerate(res["seeds"]):
         lines.append(f"| seed {seed} | {res['trained_pass1'][i]}/{n} | {res['p_value'][i]:.3g} | "
                      f"{res[f'trained_1at{turns}'][i]}/{n} | {res[f'p_value_1at{turns}'][i]:.3g} | "
                      f"+{len(res['gained'][i])} / -{len(res['lost'][i])} | {res['recovered_by_feedback'][i]} | "
-                     f"{res['trained_invalid_turns'][i]} | {res['wall_minutes'][i]} min | "
+                     f"{res['trained_invalid_turns'][i]} | {_retries(res['trained_retries'][i])} | {res['wall_minutes'][i]} min | "
                      f"{res['iterations_minutes'][i]} min |")
     if "all_seeds" in res:
         a1, ak = res["all_seeds"]["pass1"], res["all_seeds"][f"1at{turns}"]

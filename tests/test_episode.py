@@ -216,3 +216,22 @@ def test_repeat_cost_is_paid_by_a_turn_that_resubmits_code_already_run(tok, sand
     assert rlef_rewards(repeated, CFG) == [0.0, 0.0, -1.2]   # 0 (the default) is RLEF's reward
     with pytest.raises(ValueError, match="repeat_cost"):
         CFG.model_validate({"repeat_cost": 0.1})
+
+
+def test_retry_kinds_name_what_each_retry_holds(tok, sandbox):
+    """The held-out and training metrics sort every retry: changed code, a resubmission (what
+    reward.repeat_cost charges), new code without the problem's function (the failing assertion copied
+    back: how v11's policy dodged the repeat cost) and no code at all."""
+    from cluster.metrics import episode_metrics, retry_kinds
+
+    assertion_only = "```python\nassert add(1, 2) == 3\n```"
+    other_wrong = "```python\ndef add(a, b):\n    return a * b\n```"
+    ep, _ = play(ADD, tok, sandbox, [WRONG_ADD, WRONG_ADD, assertion_only, NO_CODE_REPLY, other_wrong], max_turns=5)
+    assert ep.turns[2].code is not None and "def add" not in ep.turns[2].code
+    assert retry_kinds([ep]) == {"changed": 1, "resubmitted": 1, "no_function": 1, "no_code": 1}
+    m = episode_metrics([ep])
+    assert [m[f"retry_{k}_frac"] for k in ("changed", "resubmitted", "no_function", "no_code")] == [0.25] * 4
+    first, _ = play(ADD, tok, sandbox, [RIGHT_ADD])
+    assert retry_kinds([first]) == dict.fromkeys(("changed", "resubmitted", "no_function", "no_code"), 0)
+    stdin, _ = play(DOUBLE, tok, sandbox, [WRONG_DOUBLE, "```python\nprint(0)\n```"], max_turns=2)
+    assert retry_kinds([stdin])["changed"] == 1   # no function to define: new code is a change

@@ -49,7 +49,7 @@ def test_all_seeds_exact_is_mcnemar_with_one_seed_and_by_hand_with_two():
         all_seeds_exact({"a": True}, [{"b": True}])
 
 
-def _eval_dir(path, solved: dict[str, tuple[bool, bool]], invalid=0, recovered=0):
+def _eval_dir(path, solved: dict[str, tuple[bool, bool]], invalid=0, recovered=0, retries=None):
     """An evaluation's files as proctor eval writes them: id -> (first turn solved, rollout solved)."""
     path.mkdir(parents=True)
     rows = [{"id": k, "solved": int(s), "rollouts": 1, "first_turn_solved": int(f),
@@ -58,14 +58,17 @@ def _eval_dir(path, solved: dict[str, tuple[bool, bool]], invalid=0, recovered=0
     (path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (path / "metrics.json").write_text(json.dumps({"model": "m", "dataset": "humaneval", "problems": len(rows),
                                                    "max_turns": 3, "invalid_turns": invalid,
-                                                   "recovered_by_feedback": recovered}))
+                                                   "recovered_by_feedback": recovered,
+                                                   **({"retries": retries} if retries else {})}))
 
 
 def test_report_pairs_each_seed_with_the_base(tmp_path):
     runs, out = tmp_path / "runs", tmp_path / "report"
     ids = [f"p{i}" for i in range(20)]
     _eval_dir(runs / "base" / "eval", {k: (i < 5, i < 5) for i, k in enumerate(ids)}, invalid=7)
-    _eval_dir(runs / "seed0" / "eval", {k: (i < 11, i < 12) for i, k in enumerate(ids)}, recovered=1)  # +6 / +7
+    kinds = {"changed": 3, "resubmitted": 2, "no_function": 1, "no_code": 0}
+    _eval_dir(runs / "seed0" / "eval", {k: (i < 11, i < 12) for i, k in enumerate(ids)}, recovered=1,  # +6 / +7
+              retries=kinds)
     _eval_dir(runs / "seed1" / "eval", {k: (0 < i < 5, 0 < i < 6) for i, k in enumerate(ids)})     # -1 / +0
     (runs / "seed0" / "metrics.jsonl").write_text(json.dumps({"iteration": 1, "reward_mean": -0.5}) + "\n")
     (runs / "seed0" / "wall.json").write_text(json.dumps({"train_s": 1800, "eval_s": 600}))
@@ -81,6 +84,8 @@ def test_report_pairs_each_seed_with_the_base(tmp_path):
                                            "base_1at3": False, "trained_1at3": True}
     text = report.read_text()
     assert "| seed 0 | 11/20 | 0.0312 | 12/20 |" in text and "reply to p5 in seed0" in text
+    assert res["trained_retries"] == [kinds, None] and res["base_retries"] is None
+    assert "| 1 | 0 | 3 / 2 / 1 / 0 | 40.0 min |" in text and "| 7 | - | | |" in text  # an older evaluation: -
     both = all_seeds_exact({k: i < 5 for i, k in enumerate(ids)}, [{k: i < 11 for i, k in enumerate(ids)},
                                                                   {k: 0 < i < 5 for i, k in enumerate(ids)}])
     assert res["all_seeds"]["pass1"] == both and both["trained_mean"] == 7.5
@@ -168,6 +173,8 @@ def test_learn_end_to_end_on_the_tiny_model_and_a_rerun_skips_what_is_done(tiny_
     res = json.loads((out / "results.json").read_text())
     assert res["problems"] == 3 and res["seeds"] == [0] and len(res["p_value"]) == 1
     assert res["train_slice"][0]["problems"] == 2
+    kinds = ["changed", "resubmitted", "no_function", "no_code"]
+    assert list(res["base_retries"]) == list(res["trained_retries"][0]) == kinds  # the real evaluation sorts retries
     assert res["trained_with"].endswith(f"--config configs/tiny.yaml --runs {runs} --seeds 0 {' '.join(cmd[-4:])}")
     assert (runs / "seed0" / "policy" / "config.json").exists() and not (runs / "seed0" / "checkpoint").exists()
     wall = json.loads((runs / "seed0" / "wall.json").read_text())
