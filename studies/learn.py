@@ -235,7 +235,8 @@ def _plot(out: Path, runs: Path, res: dict, turns: int) -> list[str]:
 
     panels = [("reward_mean", "mean episode reward"), ("solve_rate", "training episodes solved"),
               ("invalid_turn_frac", "turns without valid code"), ("learner/approx_kl", "KL to the sampling policy"),
-              ("learner/entropy", "policy entropy (action tokens)"), ("turns_mean", "turns per episode")]
+              ("learner/entropy", "policy entropy (action tokens)"),
+              ("retry_resubmitted_frac", "retries that resubmit code already run")]
     fig, axes = plt.subplots(2, 3, figsize=(15, 8), constrained_layout=True)
     for ax, (key, title) in zip(axes.flat, panels):
         for seed in sorted({int(p.name[4:]) for p in runs.glob("seed*") if p.name[4:].isdigit()}):

@@ -131,7 +131,7 @@ def test_resumed_run_equals_the_uninterrupted_one(ray_local, tiny_model_dir, tmp
     train(load_config(ROOT / "configs" / "tiny.yaml", [*base, "run.iterations=1"]), split)
     train(load_config(split / "config.yaml", ["run.iterations=2"]), split, resume=True)
     a, b = read_metrics(straight), read_metrics(split)
-    keys = ["reward_mean", "reply_tokens_mean", "turns_mean", "learner/policy_loss", "learner/value_loss",
+    keys = ["reward_mean", "reply_tokens_mean", "turns_mean", "retry_resubmitted_frac", "learner/policy_loss", "learner/value_loss",
             "learner/kl_ref", "learner/steps"]
     assert [[r[k] for k in keys] for r in a] == [[r[k] for k in keys] for r in b]
     wa, wb = _actor_weights(straight), _actor_weights(split)
