@@ -3,7 +3,6 @@ batch of episodes, the stage timer, the closing summary table, and reading the r
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import json
 import time
@@ -15,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from reward.lines import classify, line_shares
-from reward.outcome import resubmits
+from reward.outcome import RETRY_KINDS, retry_kind
 
 
 class MetricsLog:
@@ -90,35 +89,14 @@ def reply_line_metrics(episodes: list) -> dict:
     return line_shares([[k for _, k in classify(t.reply, e.entry_point)] for e in episodes for t in e.turns])
 
 
-RETRY_KINDS = ("changed", "resubmitted", "no_function", "no_code")
-
-
-def defines(code: str, name: str) -> bool:
-    """Whether ``code`` defines the function ``name`` at its top level (False when it does not parse)."""
-    try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError):
-        return False
-    return any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == name for n in tree.body)
-
-
 def retry_kinds(episodes: list) -> dict:
-    """What every later turn (a retry after feedback) holds: ``changed`` code, code an earlier turn already
-    ran (``resubmitted``: what ``reward.repeat_cost`` charges), new code that does not define the problem's
-    function (``no_function``, e.g. the failing assertion copied back) or no valid code (``no_code``).
-    A shaping term on retries is gamed through the last two: they are watched here."""
+    """How many retries (turns after feedback) hold each of ``reward.outcome.RETRY_KINDS``: changed code,
+    code an earlier turn ran, new code without the problem's function, no code. A shaping term on
+    retries is gamed through the last two (reports/learning-v11): they are watched here."""
     counts = dict.fromkeys(RETRY_KINDS, 0)
     for e in episodes:
         for i, t in enumerate(e.turns[1:], start=1):
-            if t.code is None:
-                kind = "no_code"
-            elif resubmits(t, e.turns[:i]):
-                kind = "resubmitted"
-            elif e.entry_point and not defines(t.code, e.entry_point):
-                kind = "no_function"
-            else:
-                kind = "changed"
-            counts[kind] += 1
+            counts[retry_kind(t, e.turns[:i], e.entry_point)] += 1
     return counts
 
 

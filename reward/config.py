@@ -16,6 +16,11 @@ class RewardConfig(BaseModel):
     repeat_cost: float = Field(default=0.0, le=0, description="added for a turn whose code an earlier turn of the "
                                "episode already ran (the feedback said it failed): resubmitting it unchanged is "
                                "no attempt at all; 0 = RLEF")
+    repeat_scope: Literal["resubmitted", "no_new_function"] = Field(
+        default="resubmitted", description="which retries pay repeat_cost: 'resubmitted' = code an earlier turn ran, "
+        "character for character; 'no_new_function' = also code that equals an earlier turn's once comments and "
+        "layout are ignored, a retry without valid code and one that does not define the problem's function (a "
+        "policy dodged the plain rule by copying the failing assertion back or writing no code: reports/learning-v11)")
     prm: bool = Field(default=False, description="add the PRM's dense line rewards (needs prm_model)")
     prm_model: str | None = Field(default=None, description="a PRM directory written by `proctor prm train`")
     prm_weight_correct: float = Field(default=0.1, ge=0, description="lambda+: dense weight when the final code passes")

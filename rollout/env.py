@@ -88,13 +88,13 @@ class RLEFEnv(gym.Env):
         self.turns.append(turn)
         info = {"public_passed": turn.public_passed, "code": code, "turn": len(self.turns) - 1}
         if not done:
-            return turn.feedback, turn_reward(turn, self.reward_cfg, earlier=self.turns[:-1]), False, False, info
+            return turn.feedback, turn_reward(turn, self.reward_cfg, earlier=self.turns[:-1], entry_point=p.entry_point), False, False, info
         self._done = True
         private = known_private(turn) or self.judge_sync(p, code, "private")
         info.update(private_verdict=private.verdict, private_statuses=[t.status for t in private.tests])
         if private.verdict == "infra_error":
             return "", 0.0, False, True, {**info, "infra_error": True}
-        return "", turn_reward(turn, self.reward_cfg, private.verdict, self.turns[:-1]), True, False, info
+        return "", turn_reward(turn, self.reward_cfg, private.verdict, self.turns[:-1], p.entry_point), True, False, info
 
 
 def register() -> None:

@@ -28,7 +28,8 @@ from pathlib import Path
 from rich.console import Console
 
 from cluster.config import CONFIG_DIR, ConfigError, load_config
-from cluster.metrics import RETRY_KINDS, read_jsonl
+from cluster.metrics import read_jsonl
+from reward.outcome import RETRY_KINDS
 from studies.runner import log_tail, run_cli
 from studies.stats import all_seeds_exact, outcomes, paired
 

@@ -235,3 +235,19 @@ def test_retry_kinds_name_what_each_retry_holds(tok, sandbox):
     assert retry_kinds([first]) == dict.fromkeys(("changed", "resubmitted", "no_function", "no_code"), 0)
     stdin, _ = play(DOUBLE, tok, sandbox, [WRONG_DOUBLE, "```python\nprint(0)\n```"], max_turns=2)
     assert retry_kinds([stdin])["changed"] == 1   # no function to define: new code is a change
+
+
+def test_repeat_scope_no_new_function_charges_every_retry_that_makes_no_new_attempt(tok, sandbox):
+    """repeat_scope=no_new_function: a resubmission with only a comment added, a retry without code and one
+    without the problem's function pay repeat_cost too; a changed function does not. The plain rule
+    charges only the character-for-character resubmission."""
+    strict = CFG.model_copy(update={"repeat_cost": -0.3, "repeat_scope": "no_new_function"})
+    plain = CFG.model_copy(update={"repeat_cost": -0.3})
+    commented = "```python\ndef add(a, b):\n    # check the sign\n    return a - b\n```"
+    ep, _ = play(ADD, tok, sandbox, [WRONG_ADD, commented, "```python\nassert add(1, 2) == 3\n```", NO_CODE_REPLY,
+                                     RIGHT_ADD], max_turns=5)
+    assert ep.turns[1].code != ep.turns[0].code and ep.solved
+    assert rlef_rewards(ep, strict) == pytest.approx([0.0, -0.3, -0.3, -0.5, 1.0])
+    assert rlef_rewards(ep, plain) == pytest.approx([0.0, 0.0, 0.0, -0.2, 1.0])
+    with pytest.raises(ValueError, match="repeat_scope"):
+        CFG.model_validate({"repeat_scope": "anything"})
