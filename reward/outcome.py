@@ -26,7 +26,7 @@ def defines(code: str, name: str) -> bool:
     """Whether ``code`` defines the function ``name`` at its top level (False when it does not parse)."""
     try:
         tree = ast.parse(code)
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, RecursionError):  # a deep expression overflows the parser or ast.dump
         return False
     return any(isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name == name for n in tree.body)
 
@@ -35,7 +35,7 @@ def _canonical(code: str) -> str:
     """The code with comments and layout dropped (its syntax tree); itself, stripped, when it does not parse."""
     try:
         return ast.dump(ast.parse(code))
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, RecursionError):  # a deep expression overflows the parser or ast.dump
         return code.strip()
 
 

@@ -251,3 +251,14 @@ def test_repeat_scope_no_new_function_charges_every_retry_that_makes_no_new_atte
     assert rlef_rewards(ep, plain) == pytest.approx([0.0, 0.0, 0.0, -0.2, 1.0])
     with pytest.raises(ValueError, match="repeat_scope"):
         CFG.model_validate({"repeat_scope": "anything"})
+
+
+def test_retry_kind_survives_code_too_deep_for_the_parser():
+    """A reply is untrusted text: an expression too deep for ast.parse / ast.dump is compared as text."""
+    from types import SimpleNamespace as NS
+
+    from reward.outcome import retry_kind
+
+    deep = "x = " + "+".join(["a"] * 5000)
+    assert retry_kind(NS(code=deep), [NS(code=deep)], "f") == "resubmitted"
+    assert retry_kind(NS(code=deep + "\n"), [NS(code="def f(): pass")], "f") == "no_function"
