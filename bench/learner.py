@@ -240,6 +240,27 @@ def print_profile(console, fn, cuda: bool, rows: int = 30) -> None:
     console.print(prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=60), soft_wrap=True)
 
 
+def count_syncs(console, fn, rows: int = 8) -> int:
+    """Run ``fn`` once under torch's CUDA sync debug mode; return how many times the host waited for the
+    GPU (each a stall of the CPU's kernel queueing), and print the lines that waited most often."""
+    import collections
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    sites = collections.Counter(f"{w.filename}:{w.lineno}" for w in caught if "synchroniz" in str(w.message))
+    console.print(f"host-device synchronisations in one iteration: {sum(sites.values())}; most frequent: "
+                  + ", ".join(f"{k} x{v}" for k, v in sites.most_common(rows)))
+    return sum(sites.values())
+
+
 def in_process(args, console, cfg, model_dir: str, layouts: dict) -> int:
     """``--device``: each layout as one PPOWorker in this process, beside a bare torch
     forward+backward+AdamW of the same batch in the same dtype: the work-equivalent ratio scales the
@@ -322,6 +343,7 @@ def in_process(args, console, cfg, model_dir: str, layouts: dict) -> int:
         runs = []
         times = timed(functools.partial(lambda w, r: r.append(w.train(batch)), worker, runs))
         wall = statistics.median(times)
+        syncs = count_syncs(console, functools.partial(worker.train, batch)) if cuda else None
         if args.profile:
             print_profile(console, functools.partial(worker.train, batch), cuda)
         flops = iteration_flops(n, tokens, action_tokens, lcfg)
@@ -331,6 +353,7 @@ def in_process(args, console, cfg, model_dir: str, layouts: dict) -> int:
                      "model_tflop": flops / 1e12, "mfu": flops / wall / 1e9 / peak[dtype],
                      "work_vs_bare": flops / (bare[dtype]["model_tflop"] * 1e12),
                      "ratio_vs_bare_work_equivalent": equivalent / wall, "peak_gpu_gib": peak_gib(),
+                     "syncs_per_iteration": syncs,
                      "padding_frac": runs[-1]["padding_frac"]}
         console.print(out[spec])
         del worker

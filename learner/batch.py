@@ -86,22 +86,30 @@ class Batch:
     lengths: Tensor          # long [B]
     advantages: Tensor       # float [B], the samples' episode advantages (nan when not given)
     extra: dict[str, Tensor] = field(default_factory=dict)  # per-token [B, T] / per-turn [B, K] results
+    info: RowInfo | None = None  # host-side counts of each row (``rows()``)
 
     @property
     def size(self) -> int:
         return self.input_ids.shape[0]
 
+    def rows(self) -> RowInfo:
+        """The batch's ``RowInfo``: kept from ``collate`` on, else read off the tensors once."""
+        if self.info is None:
+            self.info = RowInfo.of(self)
+        return self.info
+
     def to(self, device: torch.device | str) -> Batch:
         """The same batch with every tensor on ``device`` (the device of the model it will meet)."""
-        fields = {name: getattr(self, name).to(device) for name in self.__dataclass_fields__ if name != "extra"}
-        return Batch(**fields, extra={name: x.to(device) for name, x in self.extra.items()})
+        fields = {name: getattr(self, name).to(device) for name in _TENSORS}
+        return Batch(**fields, extra={name: x.to(device) for name, x in self.extra.items()}, info=self.rows())
 
     def take(self, rows: list[int] | Tensor, multiple: int = 1) -> Batch:
         """Rows ``rows``, cropped to their longest sample rounded up to a multiple of ``multiple`` (so a
         bucket of short samples stays short, and micro-batches come in few shapes: ``round_up``)."""
+        info = self.rows().take(rows.tolist() if isinstance(rows, Tensor) else rows)
         rows = torch.as_tensor(rows, dtype=torch.long, device=self.input_ids.device)
-        t = min(round_up(int(self.lengths[rows].max()), multiple), self.input_ids.shape[1])
-        k = int(self.turn_mask[rows].sum(1).max())
+        t = min(round_up(max(info.lengths), multiple), self.input_ids.shape[1])
+        k = max(info.turns)
 
         def cut(x: Tensor) -> Tensor:
             x = x[rows]
@@ -111,8 +119,35 @@ class Batch:
                 return x[:, :k]
             return x
 
-        fields = {name: cut(getattr(self, name)) for name in self.__dataclass_fields__ if name != "extra"}
-        return Batch(**fields, extra={name: cut(x) for name, x in self.extra.items()})
+        fields = {name: cut(getattr(self, name)) for name in _TENSORS}
+        return Batch(**fields, extra={name: cut(x) for name, x in self.extra.items()}, info=info)
+
+
+_TENSORS = [name for name in Batch.__dataclass_fields__ if name not in ("extra", "info")]
+
+
+@dataclass(frozen=True)
+class RowInfo:
+    """What the learner needs to know of each row of a ``Batch`` without asking the device: on a GPU
+    every such question (``int(t.max())``, ``nonzero``, ``bool(mask.all())``) is a host-device
+    synchronisation that stalls the CPU until the GPU has drained its queue, so a micro-batch loop
+    asking it leaves the GPU idle while the CPU queues the next kernels. Kept on the host from
+    ``collate`` on, cut with the rows by ``Batch.take``."""
+
+    lengths: list[int]    # real tokens
+    turns: list[int]      # turns
+    actions: list[int]    # action tokens (never the first token: it predicts none)
+    right_padded: bool    # every row's real tokens come first (``forward_mask``)
+
+    @classmethod
+    def of(cls, batch: Batch) -> RowInfo:
+        """Read off the tensors (one synchronisation on a GPU); ``collate`` builds it from the samples."""
+        return cls(batch.lengths.tolist(), batch.turn_mask.sum(1).tolist(), batch.action_mask[:, 1:].sum(1).tolist(),
+                   forward_mask(batch.attention_mask.cpu()) is None)
+
+    def take(self, rows: list[int]) -> RowInfo:
+        return RowInfo([self.lengths[r] for r in rows], [self.turns[r] for r in rows],
+                       [self.actions[r] for r in rows], self.right_padded)
 
 
 def round_up(n: int, multiple: int) -> int:
@@ -154,20 +189,24 @@ def collate(samples: list[Sample], pad_id: int, multiple: int = 1) -> Batch:
         turn_rewards[i, :len(s.turn_rewards)] = torch.tensor(s.turn_rewards)
     token_rewards = torch.where(action, token_rewards, torch.zeros(()))
     old_lp = torch.where(action, old_lp, torch.zeros(()))
+    info = RowInfo([len(s.token_ids) for s in samples], [len(s.turn_ends) for s in samples],
+                   [sum(1 for m in s.action_mask[1:] if m) for s in samples], right_padded=True)
     return Batch(input_ids, attention, action, old_lp, token_turn, token_rewards, turn_ends, turn_last,
                  turn_ends >= 0, turn_rewards, torch.tensor([s.version for s in samples]),
-                 torch.tensor([len(s.token_ids) for s in samples]),
-                 torch.tensor([float("nan") if s.advantage is None else s.advantage for s in samples]))
+                 torch.tensor(info.lengths),
+                 torch.tensor([float("nan") if s.advantage is None else s.advantage for s in samples]), info=info)
 
 
-def forward_mask(attention_mask: Tensor) -> Tensor | None:
+def forward_mask(attention_mask: Tensor, right_padded: bool | None = None) -> Tensor | None:
     """The attention mask a causal forward needs: None for a right-padded batch (every row's ones
     come first, as ``collate`` pads), else ``attention_mask``. Under a causal mask no
     real token attends to the pads after it, so its outputs are the same without the padding mask,
     and without one the attention runs its causal kernel, which skips the masked half and builds no
     [B, 1, T, T] mask (bf16 flash attention on this CPU, forward + backward: 1.4x). The pads' own
-    outputs are never read (the losses mask them)."""
-    right_padded = bool((attention_mask.cummin(dim=1).values == attention_mask).all())
+    outputs are never read (the losses mask them). ``right_padded``: already known (``RowInfo``), so
+    the mask is not read (on a GPU, reading it waits for the device)."""
+    if right_padded is None:
+        right_padded = bool((attention_mask.cummin(dim=1).values == attention_mask).all())
     return None if right_padded else attention_mask
 
 

@@ -157,7 +157,8 @@ class ValueModel(nn.Module):
 
 
 def action_logprobs(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None, action_mask: Tensor,
-                    entropy: str = "none", chunk_tokens: int = 1024, multiple: int = 1) -> tuple[Tensor, Tensor | None]:
+                    entropy: str = "none", chunk_tokens: int = 1024, multiple: int = 1,
+                    n_actions: int | None = None) -> tuple[Tensor, Tensor | None]:
     """Log-probability of each action token under ``model`` (and the policy entropy there), [B, T],
     0 off-action. ``entropy``: "none", "detached" (a metric) or "grad" (in the loss).
 
@@ -168,7 +169,9 @@ def action_logprobs(model: nn.Module, input_ids: Tensor, attention_mask: Tensor 
     exist at a time, never the [B, T, V] ones. A chunk's rows are padded to a multiple of ``multiple``
     (zeros, their results dropped): the head's matmul then comes in few shapes (``batch.round_up``).
     ``chunk_tokens = 0``: the head runs on every column that predicts an action token of some row
-    (``logits_to_keep``) and the [B, C, V] logits are kept for the backward."""
+    (``logits_to_keep``) and the [B, C, V] logits are kept for the backward.
+    ``n_actions``: the number of action tokens, when the caller knows it (``RowInfo``): the positions
+    are then found without reading the count back from the device (a GPU would stall the CPU there)."""
     lm = causal_lm(model)
     if chunk_tokens <= 0 or not _plain_head(lm):
         return _logprobs_full(model, input_ids, attention_mask, action_mask, entropy)
@@ -179,7 +182,9 @@ def action_logprobs(model: nn.Module, input_ids: Tensor, attention_mask: Tensor 
               logits_to_keep=torch.zeros(0, dtype=torch.long, device=input_ids.device))
     finally:
         hook.remove()
-    rows, cols = action_mask[:, 1:].nonzero(as_tuple=True)           # position p predicts token p + 1
+    shifted = action_mask[:, 1:]                                       # position p predicts token p + 1
+    rows, cols = (shifted.nonzero(as_tuple=True) if n_actions is None
+                  else torch.nonzero_static(shifted, size=n_actions).unbind(1))
     hidden, targets = captured[0][rows, cols], input_ids[rows, cols + 1]
     head, want = lm.get_output_embeddings(), entropy != "none"
     grad = torch.is_grad_enabled() and hidden.requires_grad

@@ -36,6 +36,7 @@ import torch.distributed as dist
 from learner import checkpoint, ppo
 from learner.batch import (
     Batch,
+    RowInfo,
     Sample,
     assign_group_advantages,
     bucket_count,
@@ -123,20 +124,22 @@ class PPOWorker:
     # --- collectives ---------------------------------------------------------------------------------
 
     def _all_sum(self, values: list[float]) -> list[float]:
+        if self.world_size == 1:
+            return [float(v) for v in values]
         t = torch.tensor(values, dtype=torch.float64, device=self.comm_device)
-        if self.world_size > 1:
-            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t.tolist()
 
     def _all_max(self, value: int) -> int:
+        if self.world_size == 1:  # no collective: nothing to wait for (an NCCL one reads back from the GPU)
+            return value
         t = torch.tensor([value], dtype=torch.long, device=self.comm_device)
-        if self.world_size > 1:
-            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return int(t.item())
 
     def _split(self, batch: Batch, rows: list[int]) -> list[list[int]]:
         """Length buckets of ``rows``, as many on every rank (ZeRO-3 forwards are collective)."""
-        lengths = batch.lengths.tolist()
+        lengths = batch.rows().lengths
         count = self._all_max(bucket_count([lengths[r] for r in rows], self.cfg.micro_batch_tokens))
         return buckets(rows, lengths, count)
 
@@ -191,7 +194,7 @@ class PPOWorker:
         sums = self._all_sum([ppo.masked_sum(log_ratio, mask).item(), n_act,
                               ppo.masked_sum(behaviour_gap, mask).item(), rewards.sum().item(), b,
                               0.0 if torch.isnan(ev) else ev.item(), 0.0 if torch.isnan(ev) else 1.0])
-        stats = padding_stats(batch.lengths.tolist(), groups)
+        stats = padding_stats(batch.rows().lengths, groups)
         out = {"kl_ref": sums[0] / max(sums[1], 1), "reward_mean": sums[3] / max(sums[4], 1),
                "value_explained_var": sums[5] / sums[6] if sums[6] else float("nan"),
                "padding_frac": stats["padding_frac"]}
@@ -207,11 +210,12 @@ class PPOWorker:
 
     def _logprobs(self, model, mb: Batch, entropy: str = "none"):
         return action_logprobs(model, mb.input_ids, self._mask(mb), mb.action_mask, entropy,
-                               self.cfg.logprob_chunk_tokens, self.cfg.pad_multiple)
+                               self.cfg.logprob_chunk_tokens, self.cfg.pad_multiple, sum(mb.rows().actions))
 
     def _mask(self, mb: Batch):
         """The attention mask of a micro-batch's forwards (``learner.padding_mask``)."""
-        return forward_mask(mb.attention_mask) if self.cfg.padding_mask == "auto" else mb.attention_mask
+        return forward_mask(mb.attention_mask, mb.rows().right_padded) if self.cfg.padding_mask == "auto" \
+            else mb.attention_mask
 
     def _prepare_critic_free(self, batch: Batch, old_lp, ref_lp, log_ratio, behaviour_gap, groups) -> dict[str, float]:
         """grpo / rloo: every action token carries its episode's group advantage; the KL to the
@@ -228,7 +232,7 @@ class PPOWorker:
                               + batch.token_rewards.sum().item(), b, (batch.advantages != 0).sum().item()])
         out = {"kl_ref": sums[0] / max(sums[1], 1), "reward_mean": sums[3] / max(sums[4], 1),
                "nonzero_advantage_frac": sums[5] / max(sums[4], 1),
-               "padding_frac": padding_stats(batch.lengths.tolist(), groups)["padding_frac"]}
+               "padding_frac": padding_stats(batch.rows().lengths, groups)["padding_frac"]}
         if self.cfg.old_logprobs == "recompute":
             out["behaviour_logprob_gap"] = sums[2] / max(sums[1], 1)
         return out
@@ -237,9 +241,10 @@ class PPOWorker:
         cfg = self.cfg
         mb = batch.take(rows, self.cfg.pad_multiple)
         turn = cfg.value_level == "turn"
-        vmask_all = mb.turn_mask if turn else mb.action_mask
-        n_tok, n_val = int(mb.action_mask.sum()), int(vmask_all.sum())
-        n_seq = int(mb.action_mask.any(-1).sum())
+        # Every count comes from the host (``RowInfo``) and every metric stays a device tensor until the
+        # iteration ends: the micro-batch loop never waits for the GPU, which keeps it fed while the CPU
+        # queues the next kernels.
+        n_tok, n_seq, n_val = _counts(mb.rows(), turn)
         for group in self._split(mb, list(range(mb.size))):
             m = mb.take(group, self.cfg.pad_multiple)
             ent_mode = "grad" if cfg.entropy_coef > 0 else "detached"
@@ -247,34 +252,34 @@ class PPOWorker:
             pl, pst = ppo.policy_loss(lp, m.extra["old_logprobs"], m.extra["advantages"], m.action_mask, cfg.clip_eps,
                                       cfg.loss_agg)
             # This micro-batch's share of the minibatch: its action tokens (token_mean) or its episodes (seq_mean).
-            w = (float(m.action_mask.sum()) / max(n_tok, 1) if cfg.loss_agg == "token_mean"
-                 else float(m.action_mask.any(-1).sum()) / max(n_seq, 1))
+            m_tok, m_seq, m_val = _counts(m.rows(), turn)
+            w = m_tok / max(n_tok, 1) if cfg.loss_agg == "token_mean" else m_seq / max(n_seq, 1)
             ent_mean = ppo.masked_mean(ent, m.action_mask)
             loss = pl - cfg.entropy_coef * ent_mean if cfg.entropy_coef > 0 else pl
             if self.critic is None and cfg.kl_beta > 0:
                 kl = ppo.kl_loss(lp, m.extra["ref_logprobs"], m.action_mask, cfg.loss_agg)
                 loss = loss + cfg.kl_beta * kl
-                acc["kl_loss"] += float(kl.detach()) * w
+                _add(acc, "kl_loss", kl, w)
             self.actor.backward(loss * w, scale_wrt_gas=False)
             for k, x in (("policy_loss", pl), ("policy_clip_frac", pst["clip_frac"]), ("approx_kl", pst["approx_kl"]),
                          ("entropy", ent_mean)):
-                acc[k] += float(x.detach()) * w
+                _add(acc, k, x, w)
             if self.critic is None:
                 continue
             v = self.critic(m.input_ids, self._mask(m)).float()
             v = v.gather(1, m.turn_ends.clamp(min=0)) if turn else torch.cat([torch.zeros_like(v[:, :1]), v[:, :-1]], 1)
             vmask = m.turn_mask if turn else m.action_mask
             vl, vst = ppo.value_loss(v, m.extra["old_values"], m.extra["returns"], vmask, cfg.value_clip_eps)
-            wv = float(vmask.sum()) / max(n_val, 1)
+            wv = m_val / max(n_val, 1)
             self.critic.backward(vl * wv, scale_wrt_gas=False)
-            acc["value_loss"] += float(vl.detach()) * wv
-            acc["value_clip_frac"] += float(vst["clip_frac"]) * wv
+            _add(acc, "value_loss", vl, wv)
+            _add(acc, "value_clip_frac", vst["clip_frac"], wv)
         self.actor.step()
         self.steps += 1
-        acc["grad_norm"] += float(self.actor.get_global_grad_norm() or 0.0)
+        _add(acc, "grad_norm", self.actor.get_global_grad_norm())
         if self.critic is not None:
             self.critic.step()
-            acc["critic_grad_norm"] += float(self.critic.get_global_grad_norm() or 0.0)
+            _add(acc, "critic_grad_norm", self.critic.get_global_grad_norm())
         acc["minibatches"] += 1
 
     def train(self, samples: list[Sample]) -> dict[str, float]:
@@ -298,12 +303,12 @@ class PPOWorker:
                 self._minibatch(batch, perm[start:start + per_rank], acc)
         n_mb = acc.pop("minibatches")
         names = sorted(acc)
-        means = self._all_sum([acc[k] / n_mb for k in names])
+        means = self._all_sum([float(acc[k]) / n_mb for k in names])  # the iteration's one read of the device
         metrics.update({k: v / self.world_size for k, v in zip(names, means)})
         wall = time.perf_counter() - t0
         batch.extra.clear()  # the per-token results of this batch: freed before the memory goes back
         rss = release_memory()
-        tokens = self._all_sum([float(batch.lengths.sum()) * self.cfg.ppo_epochs, wall, _peak_rss_gib()])
+        tokens = self._all_sum([float(sum(batch.rows().lengths)) * self.cfg.ppo_epochs, wall, _peak_rss_gib()])
         self.iterations += 1
         metrics.update(tokens_per_s=tokens[0] / (tokens[1] / self.world_size), step_s=wall, steps=self.steps,
                        iteration=self.iterations, lr=self.actor.get_lr()[0], trainable_params=self.trainable_params,
@@ -413,6 +418,18 @@ def release_memory(collect: bool = True) -> float:
         with contextlib.suppress(OSError, AttributeError):  # not glibc
             ctypes.CDLL("libc.so.6").malloc_trim(0)
     return psutil.Process().memory_info().rss / 2**30
+
+
+def _counts(info: RowInfo, turn: bool) -> tuple[int, int, int]:
+    """Action tokens, episodes with actions, and value targets (turns or action tokens) of some rows."""
+    n_tok = sum(info.actions)
+    return n_tok, sum(1 for a in info.actions if a), sum(info.turns) if turn else n_tok
+
+
+def _add(acc: dict, key: str, x, w: float = 1.0) -> None:
+    """``acc[key] += x * w`` in float64, ``x`` a tensor (kept on its device: nothing waits for it), a
+    number, or None (as 0: DeepSpeed's grad norm before any step)."""
+    acc[key] = acc[key] + (x.detach().double() if isinstance(x, torch.Tensor) else float(x or 0.0)) * w
 
 
 def _peak_rss_gib() -> float:

@@ -360,7 +360,11 @@ def test_chunked_logprobs_equal_the_full_head(tiny_model_dir, lora):
     assert (lp0[~action] == 0).all() and (lp0[action] < 0).all() and g0.norm() > 0
     for lp7, ent7, g7 in (out[7, 1], out[7, 4]):
         assert torch.allclose(lp0, lp7, atol=1e-5) and torch.allclose(ent0, ent7, atol=1e-4)
-        assert torch.allclose(g0, g7, rtol=1e-4, atol=1e-6)
+        # Equal up to fp32 rounding, which depends on the matmul kernel the CPU picks for a chunk's
+        # shape (a 7-row head matmul sums in another order): measured against the gradient's scale,
+        # not element by element (an element that nearly cancels carries the whole rounding).
+        assert torch.allclose(g0, g7, rtol=1e-4, atol=1e-5 * g0.abs().max())
+        assert (g0 - g7).norm() < 1e-5 * g0.norm()
 
 
 def test_right_padded_batches_run_without_a_padding_mask(tiny_model_dir):

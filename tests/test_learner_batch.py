@@ -5,7 +5,16 @@ import random
 import pytest
 import torch
 
-from learner.batch import Sample, SampleError, bucket_count, buckets, collate, padding_stats, round_up
+from learner.batch import (
+    RowInfo,
+    Sample,
+    SampleError,
+    bucket_count,
+    buckets,
+    collate,
+    padding_stats,
+    round_up,
+)
 
 
 def two_turn(offset: int = 0, id: str = "p") -> Sample:
@@ -43,6 +52,21 @@ def test_take_crops_to_the_longest_row():
     assert small.input_ids.shape == (2, 6) and small.turn_mask.shape == (2, 1)
     assert small.extra["adv"].tolist() == [list(range(9, 15)), list(range(18, 24))]
     assert small.extra["turn_v"].shape == (2, 1)
+
+
+def test_row_counts_stay_on_the_host_and_match_the_tensors():
+    """RowInfo: collate's host-side counts equal those read off the tensors, and take() cuts them with
+    the rows (so a micro-batch's width and weights never need a read from the device)."""
+    b = collate([two_turn(), one_turn(2, 2), one_turn(3, 3)], pad_id=0, multiple=4)
+    assert b.info == RowInfo([9, 4, 6], [2, 1, 1], [5, 2, 3], True)
+    assert RowInfo.of(b) == b.info
+    small = b.take([2, 1])
+    assert small.info == RowInfo([6, 4], [1, 1], [3, 2], True) and small.info == RowInfo.of(small)
+    assert small.input_ids.shape[1] == 6 and b.to("cpu").info == b.info
+    left = collate([one_turn(2, 2), one_turn(3, 3)], pad_id=0)
+    left.attention_mask = left.attention_mask.flip(1)  # not right-padded: read off the tensors it says so
+    left.info = None
+    assert left.rows().right_padded is False
 
 
 def test_widths_round_up_to_the_pad_multiple_within_the_batch():

@@ -29,5 +29,7 @@ stage tests 180 python3 -m pytest -m gpu tests/gpu -p no:cacheprovider -rA -q
 stage weight-sync-1.5b 80 python3 -m bench.weight_sync --device cuda --shape qwen2.5-1.5b --repeats 5
 stage learner-135m 80 python3 -m bench.learner --device cuda --shape smollm2-135m --episodes 32 --iterations 3 \
   --layouts gae:bfloat16:0x1,grpo:bfloat16:0x1 learner.micro_batch_tokens=16384
-stage learner-1.5b 150 python3 -m bench.learner --device cuda --shape qwen2.5-1.5b --episodes 32 --iterations 3 --profile \
-  --layouts gae:bfloat16:0x1,grpo:bfloat16:0x1 learner.micro_batch_tokens=4096
+stage learner-1.5b 150 python3 -m bench.learner --device cuda --shape qwen2.5-1.5b --episodes 32 --iterations 3 \
+  --layouts gae:bfloat16:0x1,grpo:bfloat16:0x1 learner.micro_batch_tokens=16384
+stage learner-1.5b-4096 100 python3 -m bench.learner --device cuda --shape qwen2.5-1.5b --episodes 32 --iterations 3 \
+  --layouts gae:bfloat16:0x1 learner.micro_batch_tokens=4096
