@@ -28,7 +28,7 @@ from problems import load_problems
 from reward.label import label_response
 from reward.lines import reply_lines
 from reward.train import train_prm
-from rollout.engine import EngineGroup
+from rollout.engine_group import EngineGroup
 from rollout.episode import Conversation
 from rollout.prompts import first_turn
 from rollout.types import SamplingSpec

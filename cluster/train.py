@@ -43,7 +43,7 @@ from cluster.trajectory import to_samples
 from learner.group import LearnerGroup, LearnerStartTimeout
 from problems import load_problems
 from reward.score import Rewards, scoreable
-from rollout.engine import EngineGroup
+from rollout.engine_group import EngineGroup
 from rollout.episode import FeedbackBank
 from rollout.types import SamplingSpec
 from sandbox_pool.pool import SandboxPool

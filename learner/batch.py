@@ -145,6 +145,11 @@ class RowInfo:
         return cls(batch.lengths.tolist(), batch.turn_mask.sum(1).tolist(), batch.action_mask[:, 1:].sum(1).tolist(),
                    forward_mask(batch.attention_mask.cpu()) is None)
 
+    def counts(self, turn: bool) -> tuple[int, int, int]:
+        """Action tokens, episodes with actions, and value targets (turns if ``turn``, else action tokens)."""
+        n_tok = sum(self.actions)
+        return n_tok, sum(1 for a in self.actions if a), sum(self.turns) if turn else n_tok
+
     def take(self, rows: list[int]) -> RowInfo:
         return RowInfo([self.lengths[r] for r in rows], [self.turns[r] for r in rows],
                        [self.actions[r] for r in rows], self.right_padded)

@@ -63,3 +63,17 @@ def ds_config(cfg: LearnerConfig, lr: float | None, stage: int, cuda: bool = Fal
                                                         "betas": [0.9, 0.95], "torch_adam": True,
                                                         **({"fused": True} if cuda else {})}}
     return conf
+
+
+def make_engine(deepspeed, model, cfg: LearnerConfig, lr: float | None, stage: int, cuda: bool = False):
+    """One DeepSpeed engine around ``model``: trained with AdamW at ``lr`` after a linear warm-up of
+    ``cfg.warmup_steps`` steps, or (``lr`` None) frozen, for inference only."""
+    if lr is None:
+        model.requires_grad_(False)
+    warmup = cfg.warmup_steps
+    sched = None if lr is None else (lambda opt: torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: min(1.0, (step + 1) / (warmup + 1))))
+    params = [p for p in model.parameters() if p.requires_grad] if lr is not None else None
+    eng, *_ = deepspeed.initialize(model=model, model_parameters=params, lr_scheduler=sched,
+                                   config=ds_config(cfg, lr, stage, cuda=cuda))
+    return eng

@@ -36,7 +36,6 @@ import torch.distributed as dist
 from learner import checkpoint, ppo
 from learner.batch import (
     Batch,
-    RowInfo,
     Sample,
     assign_group_advantages,
     bucket_count,
@@ -46,8 +45,9 @@ from learner.batch import (
     padding_stats,
 )
 from learner.config import LearnerConfig
-from learner.deepspeed_setup import ds_config, init_deepspeed
+from learner.deepspeed_setup import init_deepspeed, make_engine
 from learner.lora import adapter_files, add_adapters, merged_named, reference, save_adapter, trainable_count
+from learner.memory import peak_rss_gib, release_memory
 from learner.model import (
     ValueModel,
     action_logprobs,
@@ -77,15 +77,7 @@ class PPOWorker:
         self.gen = torch.Generator().manual_seed(seed + 1)  # minibatch shuffling (same on every rank)
 
         def engine(model, lr, stage):
-            if lr is None:
-                model.requires_grad_(False)
-            warmup = cfg.warmup_steps
-            sched = None if lr is None else (lambda opt: torch.optim.lr_scheduler.LambdaLR(
-                opt, lambda step: min(1.0, (step + 1) / (warmup + 1))))
-            params = [p for p in model.parameters() if p.requires_grad] if lr is not None else None
-            eng, *_ = deepspeed.initialize(model=model, model_parameters=params, lr_scheduler=sched,
-                                           config=ds_config(cfg, lr, stage, cuda=backend == "nccl"))
-            return eng
+            return make_engine(deepspeed, model, cfg, lr, stage, cuda=backend == "nccl")
 
         policy = load_policy(model_dir, cfg.dtype)
         # Critic-free modes (grpo, rloo) build no critic: no value forwards, backward or optimizer.
@@ -244,7 +236,7 @@ class PPOWorker:
         # Every count comes from the host (``RowInfo``) and every metric stays a device tensor until the
         # iteration ends: the micro-batch loop never waits for the GPU, which keeps it fed while the CPU
         # queues the next kernels.
-        n_tok, n_seq, n_val = _counts(mb.rows(), turn)
+        n_tok, n_seq, n_val = mb.rows().counts(turn)
         for group in self._split(mb, list(range(mb.size))):
             m = mb.take(group, self.cfg.pad_multiple)
             ent_mode = "grad" if cfg.entropy_coef > 0 else "detached"
@@ -252,7 +244,7 @@ class PPOWorker:
             pl, pst = ppo.policy_loss(lp, m.extra["old_logprobs"], m.extra["advantages"], m.action_mask, cfg.clip_eps,
                                       cfg.loss_agg)
             # This micro-batch's share of the minibatch: its action tokens (token_mean) or its episodes (seq_mean).
-            m_tok, m_seq, m_val = _counts(m.rows(), turn)
+            m_tok, m_seq, m_val = m.rows().counts(turn)
             w = m_tok / max(n_tok, 1) if cfg.loss_agg == "token_mean" else m_seq / max(n_seq, 1)
             ent_mean = ppo.masked_mean(ent, m.action_mask)
             loss = pl - cfg.entropy_coef * ent_mean if cfg.entropy_coef > 0 else pl
@@ -308,11 +300,11 @@ class PPOWorker:
         wall = time.perf_counter() - t0
         batch.extra.clear()  # the per-token results of this batch: freed before the memory goes back
         rss = release_memory()
-        tokens = self._all_sum([float(sum(batch.rows().lengths)) * self.cfg.ppo_epochs, wall, _peak_rss_gib()])
+        tokens = self._all_sum([float(sum(batch.rows().lengths)) * self.cfg.ppo_epochs, wall, peak_rss_gib()])
         self.iterations += 1
         metrics.update(tokens_per_s=tokens[0] / (tokens[1] / self.world_size), step_s=wall, steps=self.steps,
                        iteration=self.iterations, lr=self.actor.get_lr()[0], trainable_params=self.trainable_params,
-                       peak_rss_gib=_peak_rss_gib(), peak_rss_gib_all_workers=tokens[2], rss_gib=rss)
+                       peak_rss_gib=peak_rss_gib(), peak_rss_gib_all_workers=tokens[2], rss_gib=rss)
         return metrics
 
     # --- weights -------------------------------------------------------------------------------------
@@ -401,39 +393,7 @@ class PPOWorker:
         self.steps, self.iterations = client["steps"], client["iterations"]
 
 
-def release_memory(collect: bool = True) -> float:
-    """Collect garbage (``collect``) and hand the heap's free pages back to the OS (glibc's
-    ``malloc_trim``; a no-op elsewhere); returns this process's resident memory in GiB. Freed
-    tensors otherwise stay in the allocator's arenas, and on a CPU node the learner shares its
-    memory with the engines: after a step that is memory the push and the next rollout need."""
-    import ctypes
-    import gc
-    import sys
-
-    import psutil
-
-    if collect:
-        gc.collect()
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):  # not glibc
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-    return psutil.Process().memory_info().rss / 2**30
-
-
-def _counts(info: RowInfo, turn: bool) -> tuple[int, int, int]:
-    """Action tokens, episodes with actions, and value targets (turns or action tokens) of some rows."""
-    n_tok = sum(info.actions)
-    return n_tok, sum(1 for a in info.actions if a), sum(info.turns) if turn else n_tok
-
-
 def _add(acc: dict, key: str, x, w: float = 1.0) -> None:
     """``acc[key] += x * w`` in float64, ``x`` a tensor (kept on its device: nothing waits for it), a
     number, or None (as 0: DeepSpeed's grad norm before any step)."""
     acc[key] = acc[key] + (x.detach().double() if isinstance(x, torch.Tensor) else float(x or 0.0)) * w
-
-
-def _peak_rss_gib() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-

@@ -13,7 +13,7 @@ def test_engine_actor_generates_and_takes_weights_from_the_object_store(ray_loca
     import torch
     from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
 
-    from rollout.engine import EngineGroup
+    from rollout.engine_group import EngineGroup
 
     ray = ray_local
     gen = EngineGroup(str(tiny_model_dir), RolloutConfig(max_model_len=1024), num_cpus=0.1)
@@ -47,7 +47,7 @@ def test_episodes_over_engine_actors_and_the_sandbox_pool(ray_local, tiny_model_
     from transformers import AutoTokenizer
 
     from problems import load_problems
-    from rollout.engine import EngineGroup
+    from rollout.engine_group import EngineGroup
     from rollout.episode import run_episode
     from sandbox_pool.pool import SandboxPool
 
@@ -83,7 +83,7 @@ def test_engine_killed_mid_rollout_is_replaced_with_the_pushed_weights(ray_local
     from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
 
     from problems import load_problems
-    from rollout.engine import EngineGroup
+    from rollout.engine_group import EngineGroup
     from rollout.episode import run_episode
     from sandbox_pool.pool import SandboxPool
 
@@ -130,7 +130,8 @@ def test_an_adapter_push_serves_the_trained_network(ray_local, tiny_model_dir):
     from transformers import AutoTokenizer
 
     from learner.lora import adapter_files, merged_named
-    from rollout.engine import EngineGroup, is_adapter
+    from rollout.engine import is_adapter
+    from rollout.engine_group import EngineGroup
 
     ray = ray_local
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -157,7 +158,7 @@ def test_an_adapter_push_serves_the_trained_network(ray_local, tiny_model_dir):
 def _group_spawning(first_actor_cls, later_actor_cls):
     """An EngineGroup whose first actor is ``first_actor_cls`` and later ones ``later_actor_cls``
     (stand-ins that start in no time: what is tested is the group's start-up, not vLLM)."""
-    from rollout.engine import EngineGroup
+    from rollout.engine_group import EngineGroup
 
     class Group(EngineGroup):
         spawned = 0

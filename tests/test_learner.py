@@ -175,7 +175,7 @@ def test_two_workers_stay_identical_and_push_to_an_engine(ray_local, tiny_model_
 
     from learner.group import LearnerGroup
     from rollout.config import RolloutConfig
-    from rollout.engine import EngineGroup
+    from rollout.engine_group import EngineGroup
     from rollout.types import SamplingSpec
 
     ray = ray_local
