@@ -13,8 +13,9 @@ def test_batch_moves_every_tensor_and_take_indexes_on_its_device():
     b = collate([s, s], pad_id=0)
     b.extra["advantages"] = torch.ones(2, 4)
     moved = b.to("meta")  # a device that is not the CPU: nothing may stay behind
-    tensors = [getattr(moved, f) for f in moved.__dataclass_fields__ if f != "extra"] + list(moved.extra.values())
-    assert all(t.device.type == "meta" for t in tensors)
+    tensors = [getattr(moved, f) for f in moved.__dataclass_fields__ if f not in ("extra", "info")]
+    assert all(t.device.type == "meta" for t in tensors + list(moved.extra.values()))
+    assert moved.info == b.info  # the host-side row counts stay on the host
     back = b.to("cpu").take([1])
     assert back.input_ids.tolist() == [[5, 6, 7, 8]] and back.extra["advantages"].shape == (1, 4)
 
