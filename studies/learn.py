@@ -30,7 +30,7 @@ from rich.console import Console
 from cluster.config import CONFIG_DIR, ConfigError, load_config
 from cluster.metrics import read_jsonl
 from reward.outcome import RETRY_KINDS
-from studies.runner import log_tail, run_cli
+from studies.runner import add_wall, log_tail, run_cli
 from studies.stats import all_seeds_exact, outcomes, paired
 
 RECIPE = CONFIG_DIR / "learn-cpu.yaml"
@@ -105,7 +105,7 @@ def run_learn(a, console: Console) -> int:
             argv = (["train", "--resume", str(run_dir)] if resume else
                     ["train", "--config", a.config, "--run-dir", str(run_dir), f"run.seed={seed}"])
             rc, _ = run_cli([*argv, *a.overrides], log)
-            _add_wall(run_dir, time.perf_counter() - t0)  # a failed attempt's time counts too
+            add_wall(run_dir, time.perf_counter() - t0)  # a failed attempt's time counts too
             if rc != 0:
                 console.print(f"[red]{name}: training failed[/] (exit {rc}):\n{log_tail(log)}")
                 return rc
@@ -119,7 +119,7 @@ def run_learn(a, console: Console) -> int:
         for sets, extra, key in evals:
             t0 = time.perf_counter()
             rc = _eval(model, sets, a, log, extra=extra)
-            _add_wall(run_dir, time.perf_counter() - t0, key=key)  # the recipe's wall counts its own evaluations
+            add_wall(run_dir, time.perf_counter() - t0, key=key)  # the recipe's wall counts its own evaluations
             if rc != 0:
                 console.print(f"[red]{name}: evaluation on {', '.join(d for d, _, _ in sets)} failed[/] "
                               f"(exit {rc}):\n{log_tail(log)}")
@@ -128,13 +128,6 @@ def run_learn(a, console: Console) -> int:
             shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
         console.print(f"report: {write_report(out, runs, a.seeds)}")
     return 0
-
-
-def _add_wall(run_dir: Path, seconds: float, key: str = "train_s") -> None:
-    path = run_dir / "wall.json"
-    wall = json.loads(path.read_text()) if path.exists() else {}
-    wall[key] = wall.get(key, 0.0) + seconds
-    path.write_text(json.dumps(wall))
 
 
 # --- report ---------------------------------------------------------------------------------------

@@ -14,6 +14,11 @@ study. Every finished stage is appended to ``OUT/results.jsonl`` at once: a reru
 already done, and an arm is only started while the budget has room for it (estimated from the arms
 so far). Run dirs (metrics, policy) go to ``RUNS/ARM``; the DeepSpeed checkpoints are deleted after
 the arm is evaluated (GBs each) unless ``--keep-checkpoints``.
+
+Stages resume as ``proctor learn``'s do: an evaluation whose ``metrics.json`` exists is not rerun (so
+``RUNS/base`` copied from another run of the same recipe on the same machine is reused), an arm killed
+mid-training resumes from its last checkpoint (``run.checkpoint_every`` of the recipe), and a run dir
+whose training finished is kept; a run dir trained under another config than the arm's is an error.
 """
 
 from __future__ import annotations
@@ -28,14 +33,14 @@ from pathlib import Path
 
 from rich.console import Console
 
-from cluster.config import CONFIG_DIR, LOCAL_CONFIG, ConfigError, config_changes, load_config
-from studies.runner import log_tail, run_cli
+from cluster.config import CONFIG_DIR, LOCAL_CONFIG, ConfigError, config_changes, dump_config, load_config
+from studies.runner import add_wall, log_tail, run_cli
 from studies.study_report import latest, read_rows, write_report
 
 ARMS = ["multi-turn", "single-turn", "feedback-none", "prm-dense-critic", "feedback-random", "prm-dense"]
 PRM_ARMS = {"prm-dense", "prm-dense-critic"}
 # The same for every arm: no in-training eval (the study evaluates), the final policy saved.
-COMMON = ["run.eval_problems=0", "run.save_policy=true", "run.checkpoint_every=0"]
+COMMON = ["run.eval_problems=0", "run.save_policy=true"]
 # On configs/local.yaml only: its lr warm-up (50 steps) would keep a short run at ~0 lr.
 LOCAL_SHORT = ["learner.lr=1e-6", "learner.warmup_steps=0"]
 
@@ -70,6 +75,28 @@ def arm_overrides(a, arm: str) -> list[str]:
     return [*arm_switch(arm), *shared_overrides(a), *prm]
 
 
+def foreign_run_dir(a, arm: str) -> str | None:
+    """The error when ``RUNS/ARM`` holds a run trained under another config than the arm's (its results
+    would be another arm's), else None."""
+    saved = Path(a.runs) / arm / "config.yaml"
+    overrides = arm_overrides(a, arm)
+    if saved.exists() and saved.read_text() != dump_config(load_config(a.recipe, overrides)):
+        return (f"{saved}: this run dir was trained under another config than arm {arm}'s (proctor train "
+                f"--config {a.recipe} {' '.join(overrides)}); move it away or use another --runs")
+    return None
+
+
+def arm_stage(run_dir: Path) -> str:
+    """Where an arm's run dir stands: ``trained`` (its policy saved), ``training, resumed`` (a checkpoint of
+    a killed run) or ``training`` (nothing usable there: whatever is there is removed)."""
+    if (run_dir / "policy" / "config.json").exists():
+        return "trained"
+    if (run_dir / "checkpoint" / "driver.json").exists():
+        return "training, resumed"
+    shutil.rmtree(run_dir, ignore_errors=True)  # killed before its first checkpoint: start over
+    return "training"
+
+
 def run_study(a, console: Console) -> int:
     out, runs = Path(a.out), Path(a.runs)
     out.mkdir(parents=True, exist_ok=True)
@@ -82,10 +109,13 @@ def run_study(a, console: Console) -> int:
     if "base" not in done:
         log = runs / "base" / "log.txt"
         log.parent.mkdir(parents=True, exist_ok=True)
-        console.print("base: evaluating the untrained model")
-        rc, dt = run_cli(_eval_args(a, a.model, runs / "base" / "eval"), log)
         metrics = runs / "base" / "eval" / "metrics.json"
-        _append(results, {"arm": "base", "status": "done" if rc == 0 else "failed", "eval_s": round(dt, 1),
+        reused = metrics.exists()
+        console.print(f"base: {'reusing the evaluation in ' + str(metrics.parent) if reused else 'evaluating the untrained model'}")
+        rc, dt = (0, 0.0) if reused else run_cli(_eval_args(a, a.model, runs / "base" / "eval"), log)
+        wall = add_wall(runs / "base", dt, key="eval_s")  # a reused evaluation's own time, where it was kept
+        _append(results, {"arm": "base", "status": "done" if rc == 0 else "failed", "eval_s": round(wall["eval_s"], 1),
+                          **({"reused": True} if reused else {}),
                           "eval": json.loads(metrics.read_text()) if rc == 0 else None,
                           **({} if rc == 0 else {"error": log_tail(log)})})
     for i, arm in enumerate(arms, 1):
@@ -98,34 +128,43 @@ def run_study(a, console: Console) -> int:
                               "reason": f"time budget: {elapsed / 60:.0f} of {a.budget_min:g} min used, "
                                         f"an arm takes ~{estimate / 60:.0f} min"})
             continue
-        run_dir = runs / arm
-        if run_dir.exists():  # a half-done attempt of an earlier study run
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True)
+        run_dir, overrides = runs / arm, arm_overrides(a, arm)
+        if error := foreign_run_dir(a, arm):
+            _append(results, {"arm": arm, "status": "failed", "stage": "train", "error": error})
+            console.print(f"[red]{arm}:[/] {error}")
+            continue
+        stage = arm_stage(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
         log = run_dir / "log.txt"
-        overrides = arm_overrides(a, arm)
-        console.print(f"arm {i}/{len(arms)} {arm}: training ({run_dir}, log {log})")
-        rc, t_train = run_cli(["train", "--config", str(a.recipe), "--run-dir", str(run_dir), *overrides], log)
+        console.print(f"arm {i}/{len(arms)} {arm}: {stage} ({run_dir}, log {log})")
+        argv = {"training": ["train", "--config", str(a.recipe), "--run-dir", str(run_dir), *overrides],
+                "training, resumed": ["train", "--resume", str(run_dir)]}.get(stage)
+        rc, t_train = run_cli(argv, log) if argv else (0, 0.0)
+        wall = add_wall(run_dir, t_train)  # a resumed or reused run's whole training time
         row = {"arm": arm, "recipe": str(a.recipe), "switch": arm_switch(arm), "shared": shared_overrides(a),
-               "iterations": a.iterations, "overrides": overrides, "train_s": round(t_train, 1)}
+               "iterations": a.iterations, "overrides": overrides, "train_s": round(wall["train_s"], 1),
+               **({"reused": True} if stage == "trained" else {})}
         if rc != 0:
             spent.append(t_train)
             _append(results, {**row, "status": "failed", "stage": "train", "error": log_tail(log)})
             console.print(f"[red]{arm}: training failed[/] (exit {rc}); see {log}")
             continue
         console.print(f"arm {i}/{len(arms)} {arm}: evaluating its policy")
-        rc, t_eval = run_cli(_eval_args(a, str(run_dir / "policy"), run_dir / "eval"), log)
-        spent.append(t_train + t_eval)
+        rc, t_eval = (0, 0.0) if (run_dir / "eval" / "metrics.json").exists() else \
+            run_cli(_eval_args(a, str(run_dir / "policy"), run_dir / "eval"), log)
+        wall = add_wall(run_dir, t_eval, key="eval_s")
+        if t_train + t_eval:  # what ran here estimates the next arm; a reused arm does not
+            spent.append(t_train + t_eval)
         if rc != 0:
             _append(results, {**row, "status": "failed", "stage": "eval", "error": log_tail(log)})
             console.print(f"[red]{arm}: evaluation failed[/] (exit {rc}); see {log}")
             continue
         if not a.keep_checkpoints:
             shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
-        _append(results, {**row, "status": "done", "eval_s": round(t_eval, 1),
+        _append(results, {**row, "status": "done", "eval_s": round(wall["eval_s"], 1),
                           "summary": json.loads((run_dir / "summary.json").read_text()),
                           "eval": json.loads((run_dir / "eval" / "metrics.json").read_text())})
-        console.print(f"{arm}: done in {(t_train + t_eval) / 60:.1f} min")
+        console.print(f"{arm}: done in {(wall['train_s'] + wall['eval_s']) / 60:.1f} min")
         write_report(out, runs)
     path = write_report(out, runs)
     console.print(f"report: {path}")
@@ -168,6 +207,9 @@ def check(a) -> str | None:
             load_config(a.recipe, arm_overrides(a, arm))
         except ConfigError as e:
             return f"arm {arm} on {a.recipe}: {e}"
+    for arm in a.arms:
+        if error := foreign_run_dir(a, arm):
+            return error
     if PRM_ARMS & set(a.arms):
         prm = Path(a.prm_model or load_config(CONFIG_DIR / "ablations" / "prm-dense.yaml").reward.prm_model)
         if not (prm / "value_head.safetensors").exists():

@@ -113,6 +113,53 @@ def test_study_trains_evaluates_resumes_and_keeps_to_its_budget(tiny_model_dir, 
     assert Path(out / "training.png").exists() and Path(out / "eval.png").exists()
 
 
+def test_a_rerun_reuses_finished_stages_and_refuses_a_run_dir_of_another_config(tiny_model_dir, tmp_path):
+    """Run dirs copied from a finished run (the base evaluation, a trained and evaluated arm) are reused
+    without a subprocess; a run dir trained under another arm's config is an error naming it."""
+    import shutil
+
+    from rich.console import Console
+
+    out, runs = tmp_path / "reports", tmp_path / "runs"
+    common = ["--runs", str(runs), "--iterations", "1", "--eval-limit", "2", "--eval-skip", "3",
+              f"model.name={tiny_model_dir}", "rollout.max_new_tokens=24", "rollout.kv_cache_gib=1",
+              "rollout.max_model_len=1024", "run.problems_per_iteration=2", "learner.minibatch_size=4"]
+    a = _args([*common, "--out", str(out), "--arms", "single-turn"])
+    assert study.check(a) is None and study.run_study(a, Console()) == 0
+    first = study.latest(study.read_rows(out / "results.jsonl"))
+    assert first["single-turn"]["status"] == "done" and "reused" not in first["single-turn"]
+    log = runs / "single-turn" / "log.txt"
+    logged = log.read_text()
+
+    out2 = tmp_path / "reports2"
+    a = _args([*common, "--out", str(out2), "--arms", "single-turn"])
+    assert study.check(a) is None and study.run_study(a, Console()) == 0
+    rows = study.latest(study.read_rows(out2 / "results.jsonl"))
+    assert rows["base"]["reused"] and rows["single-turn"]["reused"] and rows["single-turn"]["status"] == "done"
+    assert log.read_text() == logged  # neither trained nor evaluated again
+    assert rows["single-turn"]["train_s"] == first["single-turn"]["train_s"] > 0  # the run's own time
+    assert rows["single-turn"]["eval"] == first["single-turn"]["eval"]
+
+    shutil.copytree(runs / "single-turn", runs / "feedback-none")  # a single-turn run posing as another arm
+    a = _args([*common, "--out", str(out2), "--arms", "feedback-none"])
+    error = study.check(a)
+    assert error and str(runs / "feedback-none" / "config.yaml") in error and "another config" in error
+
+
+def test_arm_stage_trains_resumes_or_keeps(tmp_path):
+    run = tmp_path / "arm"
+    assert study.arm_stage(run) == "training"
+    (run / "checkpoint").mkdir(parents=True)
+    (run / "log.txt").write_text("killed before its first checkpoint")
+    assert study.arm_stage(run) == "training" and not run.exists()  # nothing to resume: cleared
+    (run / "checkpoint").mkdir(parents=True)
+    (run / "checkpoint" / "driver.json").write_text("{}")
+    assert study.arm_stage(run) == "training, resumed"
+    (run / "policy").mkdir()
+    (run / "policy" / "config.json").write_text("{}")
+    assert study.arm_stage(run) == "trained"
+
+
 def test_background_start_passes_every_argument_on():
     a = _args(["--out", "o", "--runs", "r", "--arms", "single-turn,feedback-none", "--iterations", "2",
                "--recipe", "configs/learn-cpu.yaml",
