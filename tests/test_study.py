@@ -139,6 +139,7 @@ def test_a_rerun_reuses_finished_stages_and_refuses_a_run_dir_of_another_config(
     assert log.read_text() == logged  # neither trained nor evaluated again
     assert rows["single-turn"]["train_s"] == first["single-turn"]["train_s"] > 0  # the run's own time
     assert rows["single-turn"]["eval"] == first["single-turn"]["eval"]
+    assert rows["base"]["eval_s"] == first["base"]["eval_s"] > 0  # the reused evaluation's own time
 
     shutil.copytree(runs / "single-turn", runs / "feedback-none")  # a single-turn run posing as another arm
     a = _args([*common, "--out", str(out2), "--arms", "feedback-none"])
