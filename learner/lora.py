@@ -4,7 +4,8 @@ Only the adapters train, so the optimizer holds state for them alone. The refere
 KL term is the same network with its adapters switched off (``reference()``): no second copy of the
 model. Everything that leaves the learner (the weights pushed to engines, the saved policy) is the
 *merged* network under the base model's own parameter names (``merged_named``), so engines and
-``from_pretrained`` see a plain model; ``save_adapter`` also writes the adapter in peft's format,
+``from_pretrained`` see a plain model (a value network with adapters, ``add_value_adapters``, is saved
+merged too); ``save_adapter`` also writes the adapter in peft's format,
 and ``adapter_files`` gives that dir's files as bytes (the push to engines that serve LoRA).
 """
 
@@ -35,6 +36,13 @@ def add_adapters(model: nn.Module, rank: int, alpha: float | None, dropout: floa
     cfg = LoraConfig(r=rank, lora_alpha=alpha or 2 * rank, lora_dropout=dropout,
                      target_modules=list(targets) or "all-linear")
     return get_peft_model(model, cfg)
+
+
+def add_value_adapters(model: nn.Module, rank: int, alpha: float | None, dropout: float, targets: list[str]) -> nn.Module:
+    """LoRA on a value network's backbone (``learner.model.ValueModel``: the critic, the PRM): the
+    adapters and the value head train, the backbone's own weights are frozen. Returns ``model``."""
+    model.backbone = add_adapters(model.backbone, rank, alpha, dropout, targets)
+    return model
 
 
 def is_lora(model: nn.Module) -> bool:

@@ -143,8 +143,13 @@ class ValueModel(nn.Module):
     def save_pretrained(self, out_dir: str | Path) -> None:
         from safetensors.torch import save_file
 
+        from learner.lora import is_lora, merged_named
+
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-        self.backbone.save_pretrained(str(out_dir))
+        if is_lora(self.backbone):  # adapters (``lora.add_value_adapters``): the merged backbone, a plain HF dir
+            self.backbone.get_base_model().save_pretrained(str(out_dir), state_dict=dict(merged_named(self.backbone)))
+        else:
+            self.backbone.save_pretrained(str(out_dir))
         save_file({k: v.detach().contiguous() for k, v in self.value_head.state_dict().items()},
                   str(Path(out_dir) / VALUE_HEAD))
 

@@ -46,7 +46,15 @@ from learner.batch import (
 )
 from learner.config import LearnerConfig
 from learner.deepspeed_setup import init_deepspeed, make_engine
-from learner.lora import adapter_files, add_adapters, merged_named, reference, save_adapter, trainable_count
+from learner.lora import (
+    adapter_files,
+    add_adapters,
+    add_value_adapters,
+    merged_named,
+    reference,
+    save_adapter,
+    trainable_count,
+)
 from learner.memory import peak_rss_gib, release_memory
 from learner.model import (
     ValueModel,
@@ -95,8 +103,13 @@ class PPOWorker:
                 policy.enable_input_require_grads()  # checkpointed blocks need a grad-carrying input
         freeze(policy, cfg.freeze)
         self.trainable_params = trainable_count(policy)
+        if critic is not None and cfg.critic_lora_rank:  # the head and the adapters train
+            add_value_adapters(critic, cfg.critic_lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+            if cfg.gradient_checkpointing:
+                critic.backbone.enable_input_require_grads()
         if critic is not None:  # the critic has no lm_head: only the patterns it has
             freeze(critic, cfg.freeze, strict=False)
+        self.critic_trainable_params = trainable_count(critic) if critic is not None else 0
         self.actor = engine(policy, cfg.lr, cfg.zero_stage)
         # Every tensor the worker makes lives where the models are (cuda:N under DeepSpeed on a GPU);
         # collectives run on the backend's device (NCCL reduces CUDA tensors only).
@@ -304,7 +317,8 @@ class PPOWorker:
         self.iterations += 1
         metrics.update(tokens_per_s=tokens[0] / (tokens[1] / self.world_size), step_s=wall, steps=self.steps,
                        iteration=self.iterations, lr=self.actor.get_lr()[0], trainable_params=self.trainable_params,
-                       peak_rss_gib=peak_rss_gib(), peak_rss_gib_all_workers=tokens[2], rss_gib=rss)
+                       critic_trainable_params=self.critic_trainable_params, peak_rss_gib=peak_rss_gib(),
+                       peak_rss_gib_all_workers=tokens[2], rss_gib=rss)
         return metrics
 
     # --- weights -------------------------------------------------------------------------------------

@@ -62,6 +62,12 @@ class PRMTrainConfig(BaseModel):
     epochs: int = Field(default=2, ge=1)
     batch_size: int = Field(default=4, ge=1)
     zero_stage: int = Field(default=0, ge=0, le=2, description="ZeRO stage of the PRM engine (0-2)")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        default="float32", description="weights and activations (bf16: fp32 master weights in the optimizer); auto = "
+        "bf16 where the CPU has AMX, as learner.dtype")
+    lora_rank: int = Field(default=0, ge=0, description="LoRA adapters of this rank on the backbone (the head trains "
+                           "in full); 0 = full fine-tuning. Saved merged: the PRM dir is a plain HF dir either way")
+    lora_alpha: float | None = Field(default=None, gt=0, description="LoRA scale numerator (default: 2 x lora_rank)")
     heldout_frac: float = Field(default=0.2, ge=0, lt=1, description="share of problems held out (split by problem)")
     threads: int = Field(default=2, ge=1)
     out: str = "runs/prm/model"

@@ -30,11 +30,11 @@ class PRM(ValueModel):
         self.loss_kind = loss
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path, loss: str | None = None) -> PRM:
+    def from_pretrained(cls, model_dir: str | Path, loss: str | None = None, dtype: str = "float32") -> PRM:
         """A trained PRM directory, or any HF causal-LM directory (a fresh head at zero)."""
         model_dir = Path(model_dir)
         meta = json.loads((model_dir / META).read_text()) if (model_dir / META).exists() else {}
-        return super().from_pretrained(model_dir, "float32", loss=loss or meta.get("loss", "mse"))
+        return super().from_pretrained(model_dir, dtype, loss=loss or meta.get("loss", "mse"))
 
     def save_pretrained(self, out_dir: str | Path, meta: dict | None = None) -> None:
         super().save_pretrained(out_dir)

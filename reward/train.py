@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 
 from learner.deepspeed_setup import init_deepspeed
+from learner.lora import add_value_adapters, trainable_count
+from learner.model import resolve_dtype
 from reward.config import PRMTrainConfig
 from reward.prm import PRM, auc, pad, score_positions
 
@@ -114,19 +116,26 @@ def train_prm(cfg: PRMTrainConfig, base_model: str, *, seed: int = 0, log=print,
     torch.set_num_threads(cfg.threads)
     tok = AutoTokenizer.from_pretrained(base_model)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    model = PRM.from_pretrained(base_model, loss=cfg.loss)
+    dtype = resolve_dtype(cfg.dtype, "cpu")
+    model = PRM.from_pretrained(base_model, loss=cfg.loss, dtype=dtype)
+    if cfg.lora_rank:  # only the adapters and the head train; saved merged
+        add_value_adapters(model, cfg.lora_rank, cfg.lora_alpha, 0.0, [])
+    trainable = trainable_count(model)
 
     deepspeed, _ = init_deepspeed()  # one process: world size 1, a free port
-    engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config={
-        "train_micro_batch_size_per_gpu": cfg.batch_size, "gradient_accumulation_steps": 1,
-        "zero_optimization": {"stage": cfg.zero_stage}, "gradient_clipping": 1.0, "steps_per_print": 1 << 30,
-        "optimizer": {"type": "AdamW", "params": {"lr": cfg.lr, "weight_decay": 0.0, "torch_adam": True}}})
+    engine, *_ = deepspeed.initialize(
+        model=model, model_parameters=[p for p in model.parameters() if p.requires_grad], config={
+            "train_micro_batch_size_per_gpu": cfg.batch_size, "gradient_accumulation_steps": 1,
+            "zero_optimization": {"stage": cfg.zero_stage}, "gradient_clipping": 1.0, "steps_per_print": 1 << 30,
+            "bf16": {"enabled": dtype == "bfloat16"},
+            "optimizer": {"type": "AdamW", "params": {"lr": cfg.lr, "weight_decay": 0.0, "torch_adam": True}}})
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     tb = SummaryWriter(str(out / "tb"))
     before = evaluate(model, held, pad_id)
-    log(f"PRM: {len(train_rows)} training responses, {len(held)} held out; held-out before training: {before}")
+    log(f"PRM: {len(train_rows)} training responses, {len(held)} held out, {trainable:,} trainable parameters "
+        f"({dtype}{f', LoRA rank {cfg.lora_rank}' if cfg.lora_rank else ''}); held-out before training: {before}")
     rng, step, t0 = random.Random(seed), 0, time.perf_counter()
     steps_total = cfg.epochs * -(-len(train_rows) // cfg.batch_size)
     with progress("PRM training", steps_total) as advance, open(out / "train_log.jsonl", "w") as jl:
@@ -156,7 +165,8 @@ def train_prm(cfg: PRMTrainConfig, base_model: str, *, seed: int = 0, log=print,
             tb.add_scalar(f"prm/heldout_{k}", v, step)
     tb.close()
     meta = {"base_model": str(base_model), "labels": str(cfg.labels), "train_responses": len(train_rows),
-            "heldout_responses": len(held), "steps": step, "seconds": time.perf_counter() - t0,
+            "heldout_responses": len(held), "steps": step, "dtype": dtype, "lora_rank": cfg.lora_rank,
+            "trainable_params": trainable, "seconds": time.perf_counter() - t0,
             "heldout_before": before, "heldout": after}
     model.save_pretrained(out, meta)
     tok.save_pretrained(str(out))

@@ -59,19 +59,21 @@ def test_only_the_adapters_are_trainable_and_targets_are_checked(v16_model_dir):
         add_adapters(hf_with(v16_model_dir, None), 2, None, 0.0, ["q_proj", "qkv"])
     with pytest.raises(ValueError, match="zero_stage=3"):
         LearnerConfig(lora_rank=8, zero_stage=3)
+    with pytest.raises(ValueError, match="only gae builds a critic"):
+        LearnerConfig(critic_lora_rank=8, advantage="grpo")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("advantage,dtype,workers", [("grpo", "float32", 1), ("gae", "float32", 1),
-                                                     ("grpo", "bfloat16", 2)])
+@pytest.mark.parametrize("advantage,dtype,workers,critic_lora", [("grpo", "float32", 1, 0), ("gae", "float32", 1, 0),
+                                                                 ("gae", "float32", 1, 8), ("grpo", "bfloat16", 2, 0)])
 def test_lora_learns_a_trivially_learnable_reward_without_a_reference_copy(ray_local, v16_model_dir, advantage, dtype,
-                                                                           workers):
+                                                                           workers, critic_lora):
     from learner.group import LearnerGroup
 
     ray = ray_local
     cfg = LearnerConfig(lr=1e-2, weight_decay=0.0, warmup_steps=0, kl_beta=0.01, minibatch_size=8, ppo_epochs=2,
                         zero_stage=2, advantage=advantage, dtype=dtype, lora_rank=8, lora_alpha=64,
-                        world_size=workers)
+                        world_size=workers, critic_lora_rank=critic_lora)
     group = LearnerGroup(str(v16_model_dir), cfg, seed=0, num_cpus_per_worker=0.5)
     assert ray.get(group.workers[0].has_reference.remote()) is False  # the base network is the reference
     full = sum(p.numel() for p in hf_with(v16_model_dir, None).parameters())
@@ -81,6 +83,13 @@ def test_lora_learns_a_trivially_learnable_reward_without_a_reference_copy(ray_l
     assert after > 2 * before and after > 0.1, f"P(target) {before:.3f} -> {after:.3f}; batch rewards {rewards}"
     m = metrics[-1]
     assert 0 < m["trainable_params"] < full / 4
+    head = 64 + 1  # the value head: hidden 64 -> 1
+    if advantage == "gae":  # the critic: in full (less its absent lm_head), or its adapters and head only
+        assert (0 < m["critic_trainable_params"] - head < full / 4) if critic_lora else \
+            (m["critic_trainable_params"] > full / 2)
+        assert np.isfinite(m["value_loss"]) and m["critic_grad_norm"] > 0
+    else:
+        assert m["critic_trainable_params"] == 0
     assert m["kl_ref"] > 0 and np.isfinite(m["policy_loss"])  # the adapters-off reference gives a real KL
 
 

@@ -84,8 +84,11 @@ def test_label_rows_find_the_bug_line(label_rows):
 @pytest.fixture(scope="module")
 def prm_dir(label_rows, tiny_model_dir, tmp_path_factory):
     """``proctor prm train`` on the scripted rows (copied under 6 problem ids) with the tiny backbone."""
+    return _prm_train(label_rows, tiny_model_dir, tmp_path_factory.mktemp("prm"), "prm.train.lr=1e-3")
+
+
+def _prm_train(label_rows, tiny_model_dir, tmp_path: Path, *overrides: str) -> Path:
     rows, _, _ = label_rows
-    tmp_path = tmp_path_factory.mktemp("prm")
     labels = tmp_path / "labels.jsonl"
     # a few problems' worth of rows (copies under other ids), so a held-out split exists
     with open(labels, "w") as f:
@@ -95,8 +98,8 @@ def prm_dir(label_rows, tiny_model_dir, tmp_path_factory):
     out = tmp_path / "prm"
     proc = subprocess.run([sys.executable, "-m", "cluster.cli", "prm", "train", "--config", "configs/tiny.yaml",
                            f"model.name={tiny_model_dir}", f"prm.train.labels={labels}", f"prm.train.out={out}",
-                           "prm.train.epochs=6", "prm.train.lr=1e-3", "prm.train.batch_size=2",
-                           "prm.train.heldout_frac=0.34"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+                           "prm.train.epochs=6", "prm.train.batch_size=2", "prm.train.heldout_frac=0.34", *overrides],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out
 
@@ -133,6 +136,41 @@ def test_prm_train_score_and_critic_init(label_rows, prm_dir, tok):
     pos = [span[0] + ln.last_token for ln in scored.code]
     assert v[pos].clamp(-1, 1).tolist() == pytest.approx(scored.scores, abs=1e-5)
     assert v[pos].abs().max() > 0.05                                 # the head is not the zero init
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_prm_trains_lora_adapters_and_saves_a_plain_merged_dir(label_rows, tiny_model_dir, tok, tmp_path, dtype):
+    """``prm.train.lora_rank``: the head and the adapters train, the backbone's own weights do not; the PRM
+    dir holds the merged network (no adapter files), and reloaded it scores as the trained model did."""
+    from safetensors.torch import load_file
+
+    from reward.prm import PRM
+    from reward.train import evaluate, load_labels, split
+
+    out = _prm_train(label_rows, tiny_model_dir, tmp_path, "prm.train.lr=5e-3", "prm.train.lora_rank=8",
+                     f"prm.train.dtype={dtype}")
+    meta = json.loads((out / "prm.json").read_text())
+    total = sum(t.numel() for t in load_file(str(out / "model.safetensors")).values()) + 129
+    assert meta["lora_rank"] == 8 and meta["dtype"] == dtype and 0 < meta["trainable_params"] < total / 20
+    losses = [json.loads(x)["loss"] for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert sum(losses[-4:]) < 0.5 * sum(losses[:4])                  # it learns the labels
+    assert not list(out.glob("adapter_*")) and (out / "value_head.safetensors").exists()
+    saved, base = load_file(str(out / "model.safetensors")), load_file(str(tiny_model_dir / "model.safetensors"))
+    assert not any("lora" in k or "base_layer" in k for k in saved)
+    assert {v.dtype for v in saved.values()} == {getattr(torch, dtype)}
+    name = lambda k: k.removeprefix("model.")  # noqa: E731  (the causal LM's keys carry "model.")
+    base = {name(k): v for k, v in base.items()}
+    emb = "embed_tokens.weight"
+    assert torch.equal(saved[emb], base[emb].to(saved[emb].dtype))  # frozen: not an adapted layer
+    q = "layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(saved[q], base[q].to(saved[q].dtype))    # the adapter is merged in
+    model = PRM.from_pretrained(out, dtype=dtype)
+    _, held = split(load_labels(tmp_path / "labels.jsonl"), 0.34)
+    again = evaluate(model, held, tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+    tol = 1e-6 if dtype == "float32" else 0.1  # the merged network is the adapted one (bf16: up to its rounding)
+    assert again["lines"] == meta["heldout"]["lines"] > 0
+    for k in ("line_accuracy", "auc"):
+        assert abs(again[k] - meta["heldout"][k]) <= tol, (k, again, meta["heldout"])
 
 
 def test_bad_label_file_names_row_and_field(tmp_path, tiny_model_dir):
