@@ -29,9 +29,9 @@ from rich.console import Console
 
 from cluster.config import CONFIG_DIR, ConfigError, load_config
 from cluster.metrics import read_jsonl
-from reward.outcome import RETRY_KINDS
 from studies.runner import add_wall, log_tail, run_cli
 from studies.stats import all_seeds_exact, outcomes, paired
+from studies.study_report import retries_cell
 
 RECIPE = CONFIG_DIR / "learn-cpu.yaml"
 
@@ -265,11 +265,6 @@ def _plot(out: Path, runs: Path, res: dict, turns: int) -> list[str]:
     return ["training.png", "heldout.png"]
 
 
-def _retries(counts: dict | None) -> str:
-    """A held-out evaluation's retry kinds (``cluster.metrics.retry_kinds``); "-" where it predates them."""
-    return " / ".join(str(counts[k]) for k in RETRY_KINDS) if counts else "-"
-
-
 def _markdown(res: dict, turns: int, samples: list, pngs: list[str]) -> str:
     n = res["problems"]
     lines = [f"# Learning: {res['model']}, held-out {res['dataset']} ({n} problems, greedy)", "",
@@ -280,12 +275,12 @@ def _markdown(res: dict, turns: int, samples: list, pngs: list[str]) -> str:
              "| retries: changed / resubmitted / no function / no code | wall (train + eval) | the iterations alone |",
              "|---|---|---|---|---|---|---|---|---|---|---|",
              f"| base | {res['base_pass1']}/{n} | | {res[f'base_1at{turns}']}/{n} | | | | {res['base_invalid_turns']} | "
-             f"{_retries(res['base_retries'])} | | |"]
+             f"{retries_cell(res['base_retries'])} | | |"]
     for i, seed in enumerate(res["seeds"]):
         lines.append(f"| seed {seed} | {res['trained_pass1'][i]}/{n} | {res['p_value'][i]:.3g} | "
                      f"{res[f'trained_1at{turns}'][i]}/{n} | {res[f'p_value_1at{turns}'][i]:.3g} | "
                      f"+{len(res['gained'][i])} / -{len(res['lost'][i])} | {res['recovered_by_feedback'][i]} | "
-                     f"{res['trained_invalid_turns'][i]} | {_retries(res['trained_retries'][i])} | {res['wall_minutes'][i]} min | "
+                     f"{res['trained_invalid_turns'][i]} | {retries_cell(res['trained_retries'][i])} | {res['wall_minutes'][i]} min | "
                      f"{res['iterations_minutes'][i]} min |")
     if "all_seeds" in res:
         a1, ak = res["all_seeds"]["pass1"], res["all_seeds"][f"1at{turns}"]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cluster.config import CONFIG_DIR, LOCAL_CONFIG
 from cluster.metrics import read_jsonl
+from reward.outcome import RETRY_KINDS
 from studies.stats import outcomes, paired
 
 # The papers' directions, each (arm, against, what the papers found): the report pairs them per problem.
@@ -173,6 +174,26 @@ def _invalid(ev: dict) -> str:
     return f"{ev['invalid_turns']}/{turns}" if "invalid_turns" in ev else "-"
 
 
+def retries_cell(counts: dict | None) -> str:
+    """A held-out evaluation's retry kinds (``cluster.metrics.retry_kinds``); "-" where it predates them."""
+    return " / ".join(str(counts[k]) for k in RETRY_KINDS) if counts else "-"
+
+
+def _retry_table(rows: dict[str, dict], arms: list[str]) -> list[str]:
+    """How each evaluated policy used its retries: what the papers' feedback claims are about."""
+    shown = [a for a in ["base", *arms] if (rows.get(a) or {}).get("status") == "done" and rows[a].get("eval")]
+    if not shown:
+        return []
+    lines = ["## Retries at evaluation", "", "Every model gets the real feedback here; the arms differ in what they "
+             "were trained with.", "", f"| arm | recovered by feedback | retries: {' / '.join(RETRY_KINDS)} | "
+             "generated tokens |", "|---|---|---|---|"]
+    for a in shown:
+        e = rows[a]["eval"]
+        lines.append(f"| {a} | {e.get('recovered_by_feedback', '-')} | {retries_cell(e.get('retries'))} | "
+                     f"{e.get('generated_tokens', '-')} |")
+    return [*lines, ""]
+
+
 def _fmt(x, spec=".3f") -> str:
     return format(x, spec) if isinstance(x, int | float) else "-"
 
@@ -231,6 +252,7 @@ def write_report(out: Path, runs: Path) -> Path:
         for arm, d13, d1 in moved:
             lines.append(f"- {arm}: {d1:+d} problems at pass@1, {d13:+d} at {k13} (of {n_eval}).")
         lines.append("")
+    lines += _retry_table(rows, arms)
     lines += _paired([a for a in arms if rows[a]["status"] == "done"], runs)
     lines += _same_episodes([a for a in arms if rows[a]["status"] == "done"], runs)
     path = out / "report.md"

@@ -209,7 +209,9 @@ def test_report_pairs_each_arm_with_base_and_the_papers_claims(tmp_path):
     ev = {"dataset": "humaneval", "problems": n, "max_turns": 3, "pass@1": 0.25, "1@3": 0.25}
     done = {"status": "done", "iterations": 1, "overrides": [], "train_s": 1, "eval_s": 1, "summary": {}}
     rows = [{"arm": "base", "status": "done", "eval_s": 1, "eval": ev},
-            {"arm": "multi-turn", **done, "eval": {**ev, "pass@1": 0.3, "1@3": 0.65}},
+            {"arm": "multi-turn", **done, "eval": {**ev, "pass@1": 0.3, "1@3": 0.65, "recovered_by_feedback": 7,
+                                                   "retries": {"changed": 9, "resubmitted": 2, "no_function": 1,
+                                                               "no_code": 0}, "generated_tokens": 1234}},
             {"arm": "feedback-random", **done, "eval": {**ev, "1@3": 0.25}}]
     (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     text = study.write_report(out, runs).read_text()
@@ -218,6 +220,7 @@ def test_report_pairs_each_arm_with_base_and_the_papers_claims(tmp_path):
     assert ("- real execution feedback beats random feedback (RLEF): multi-turn is ahead of feedback-random "
             "(feedback-random -> multi-turn: 5 -> 13 (+8 / -0, p = 0.00781); p < 0.05).") in text
     assert "single-turn" not in text.split("## Paired per problem")[1]  # a claim needs both arms
+    assert "| multi-turn | 7 | 9 / 2 / 1 / 0 | 1234 |" in text and "| base | - | - | - |" in text  # retries
     assert "Training: each arm is `configs/ablations/ARM.yaml`" in text  # rows from before --recipe
 
     # an arm evaluated on other problems (a rerun with other --eval-* flags) is named and left out
