@@ -33,7 +33,8 @@ def test_report_from_results_names_every_arm_and_its_fate(tmp_path):
     ]
     (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     text = study.write_report(out, runs).read_text()
-    table = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    main = text.split("## Retries at evaluation")[0]  # the arms' table (the retry table names the arms too)
+    table = {line.split("|")[1].strip(): line for line in main.splitlines() if line.startswith("| ")}
     assert "0.100 | 0.200 | - | 4/26 |" in table["base"]  # 4 invalid of 2 x 1 + 8 x 3 turns
     assert "| 0.50 -> 0.25 |" in table["single-turn"]  # invalid turns, first -> last iteration
     assert "0.200 | 0.300 | 1 |" in table["single-turn"]  # 1@3 0.2 -> 0.3 of 10 problems: one more solved
