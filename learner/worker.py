@@ -48,8 +48,6 @@ from learner.config import LearnerConfig
 from learner.deepspeed_setup import init_deepspeed, make_engine
 from learner.lora import (
     adapter_files,
-    add_adapters,
-    add_value_adapters,
     merged_named,
     reference,
     save_adapter,
@@ -57,15 +55,14 @@ from learner.lora import (
 )
 from learner.memory import peak_rss_gib, release_memory
 from learner.model import (
-    ValueModel,
     action_logprobs,
-    freeze,
     host_copy,
     load_policy,
     resolve_dtype,
     save_policy_dir,
     to_numpy,
 )
+from learner.networks import build_critic, build_policy
 
 
 class PPOWorker:
@@ -87,28 +84,12 @@ class PPOWorker:
         def engine(model, lr, stage):
             return make_engine(deepspeed, model, cfg, lr, stage, cuda=backend == "nccl")
 
-        policy = load_policy(model_dir, cfg.dtype)
-        # Critic-free modes (grpo, rloo) build no critic: no value forwards, backward or optimizer.
-        critic = ValueModel.from_pretrained(critic_dir or model_dir, cfg.dtype) if cfg.advantage == "gae" else None
-        if cfg.gradient_checkpointing:
-            policy.gradient_checkpointing_enable()
-            if critic is not None:
-                critic.gradient_checkpointing_enable()
+        policy = build_policy(model_dir, cfg)
+        critic = build_critic(critic_dir or model_dir, cfg)
         self.pad_id = pad_id if pad_id is not None else (policy.config.pad_token_id or policy.config.eos_token_id or 0)
         if isinstance(self.pad_id, list):
             self.pad_id = self.pad_id[0]
-        if cfg.lora_rank:  # only the adapters train; the reference is the same network, adapters off
-            policy = add_adapters(policy, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
-            if cfg.gradient_checkpointing:
-                policy.enable_input_require_grads()  # checkpointed blocks need a grad-carrying input
-        freeze(policy, cfg.freeze)
         self.trainable_params = trainable_count(policy)
-        if critic is not None and cfg.critic_lora_rank:  # the head and the adapters train
-            add_value_adapters(critic, cfg.critic_lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
-            if cfg.gradient_checkpointing:
-                critic.backbone.enable_input_require_grads()
-        if critic is not None:  # the critic has no lm_head: only the patterns it has
-            freeze(critic, cfg.freeze, strict=False)
         self.critic_trainable_params = trainable_count(critic) if critic is not None else 0
         self.actor = engine(policy, cfg.lr, cfg.zero_stage)
         # Every tensor the worker makes lives where the models are (cuda:N under DeepSpeed on a GPU);
