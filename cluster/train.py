@@ -63,6 +63,13 @@ def iteration_problems(problems: list, cfg: ProctorConfig, iteration: int) -> li
     return rng.sample(problems, min(cfg.run.problems_per_iteration, len(problems)))
 
 
+def train_turns(cfg: ProctorConfig, iteration: int) -> int:
+    """Attempts per episode in training iteration ``iteration`` (0-based): one during the first
+    ``rollout.single_turn_iterations``, then ``rollout.max_turns``."""
+    r = cfg.rollout
+    return 1 if iteration < r.single_turn_iterations else r.max_turns
+
+
 def eval_due(cfg: ProctorConfig, done: int) -> bool:
     r = cfg.run
     return r.eval_problems > 0 and (done == r.iterations or (r.eval_every > 0 and done % r.eval_every == 0))
@@ -181,7 +188,7 @@ class Run:
             self.engines.reset_stats()
             done = await rollout(
                 iteration_problems(self.problems, cfg, it), self.engines, self.pool.judge, self.tokenizer,
-                samples=r.samples_per_problem, max_turns=r.max_turns,
+                samples=r.samples_per_problem, max_turns=train_turns(cfg, it),
                 spec=SamplingSpec(temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_new_tokens),
                 seed=lambda i, j: (cfg.run.seed * 7919 + it) * 100_003 + i, feedback=r.feedback, bank=self.bank,
                 rng=random.Random(cfg.run.seed + it), console=self.console, label=f"iteration {it + 1}: rollout")
@@ -311,7 +318,7 @@ def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: C
                 rows = [r for r in rows if r["iteration"] <= it]
                 continue
             stage, done = "done", it + 1
-            row = {"iteration": done, **episode_metrics(episodes), "dropped_infra_error": len(episodes) - len(kept),
+            row = {"iteration": done, "max_turns": train_turns(cfg, it), **episode_metrics(episodes), "dropped_infra_error": len(episodes) - len(kept),
                    "policy_lag": it - sum(s.version for s in samples) / max(len(samples), 1),
                    "reward_mean": sum(sum(s.turn_rewards) for s in samples) / max(len(samples), 1),
                    **rewards.metrics, "rollout_s": rollout_s, **timer.seconds,

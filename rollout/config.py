@@ -11,6 +11,9 @@ class RolloutConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     engines: int = Field(default=1, ge=1, description="vLLM engine actors")
     max_turns: int = Field(default=3, ge=1, description="attempts per episode, in training and evaluation")
+    single_turn_iterations: int = Field(
+        default=0, ge=0, description="the first K training iterations give one attempt per episode (no feedback: "
+        "every update is on first attempts), the later ones max_turns; evaluation always uses max_turns")
     temperature: float = Field(default=1.0, ge=0)
     top_p: float = Field(default=1.0, gt=0, le=1)
     max_new_tokens: int = Field(default=512, ge=1)

@@ -163,15 +163,20 @@ def hf_state(model_dir):
 
 
 @pytest.mark.slow
-def test_one_step_off_rollouts_run_one_version_behind(ray_local, tiny_model_dir, tmp_path):
+def test_one_step_off_rollouts_run_one_version_behind_single_turn_first(ray_local, tiny_model_dir, tmp_path):
     from cluster.train import train
 
     run = tmp_path / "async"
     cfg = load_config(ROOT / "configs" / "tiny.yaml", [f"model.name={tiny_model_dir}", "run.iterations=3",
-                                                        "run.async_rollout=true", "run.eval_problems=2"])
+                                                        "run.async_rollout=true", "run.eval_problems=2",
+                                                        "rollout.single_turn_iterations=2"])
     train(cfg, run)
     rows = read_metrics(run)
     assert [r["iteration"] for r in rows] == [1, 2, 3]
+    # one attempt in the first two iterations (the one rolled out ahead too), then tiny.yaml's two; the
+    # untrained model never passes the public tests, so every episode uses all its attempts
+    assert [r["max_turns"] for r in rows] == [1, 1, 2] and [r["turns_mean"] for r in rows] == [1.0, 1.0, 2.0]
+    assert {int(k): n for k, n in rows[2]["eval/turns_used"].items()} == {2: 2}  # evaluation keeps max_turns
     # iteration 1 rolls out on the initial weights; each later one on the weights before the last update
     assert [r["policy_lag"] for r in rows] == [0.0, 1.0, 1.0]
     assert all(r["learner/steps"] >= 1 for r in rows) and rows[2]["eval/problems"] == 2
