@@ -318,7 +318,8 @@ def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: C
                 rows = [r for r in rows if r["iteration"] <= it]
                 continue
             stage, done = "done", it + 1
-            row = {"iteration": done, "max_turns": train_turns(cfg, it), **episode_metrics(episodes), "dropped_infra_error": len(episodes) - len(kept),
+            row = {"iteration": done, "max_turns": train_turns(cfg, it), **episode_metrics(episodes),
+                   "dropped_infra_error": len(episodes) - len(kept),
                    "policy_lag": it - sum(s.version for s in samples) / max(len(samples), 1),
                    "reward_mean": sum(sum(s.turn_rewards) for s in samples) / max(len(samples), 1),
                    **rewards.metrics, "rollout_s": rollout_s, **timer.seconds,
