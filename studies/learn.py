@@ -20,6 +20,7 @@ there, so a rerun (after Ctrl-C, a crash, a time limit) goes on where it stopped
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import shutil
 import time
@@ -139,6 +140,27 @@ def _first_reply(eval_dir: Path, pid: str) -> str:
     return "(not found)"
 
 
+def one_return(code: str | None) -> bool:
+    """Whether an attempt's last function is a one-liner: its body, after the docstring, one ``return``.
+    The shortcut a length-biased update can collapse the policy to (README, v18); no code: False."""
+    try:
+        fns = [n for n in ast.parse(code or "").body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    except (SyntaxError, ValueError, RecursionError):
+        return False
+    if not fns:
+        return False
+    body = fns[-1].body
+    if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+        body = body[1:]
+    return len(body) == 1 and isinstance(body[0], ast.Return)
+
+
+def one_return_answers(eval_dir: Path) -> int:
+    """First attempts (first rollout, first turn) that are one-line answers (``one_return``)."""
+    return sum(one_return(r["episodes"][0]["turns"][0].get("code"))
+               for r in read_jsonl(eval_dir / "results.jsonl") if r["episodes"] and r["episodes"][0].get("turns"))
+
+
 def write_report(out: Path, runs: Path, seeds: list[int]) -> Path:
     """results.json, per_problem.jsonl, report.md and PNGs from the finished stages."""
     base_dir = runs / "base"
@@ -157,7 +179,8 @@ def write_report(out: Path, runs: Path, seeds: list[int]) -> Path:
     res: dict = {"regenerate": " ".join(["proctor learn --report-only", *flags]),
                  **({"trained_with": cmd} if (cmd := trained_with(runs, seeds)) else {}), "model": base_metrics["model"], "dataset": base_metrics["dataset"], "problems": base_metrics["problems"],
                  "max_turns": turns, "base_pass1": sum(base["pass@1"].values()), f"base_1at{turns}": sum(base[k_at].values()),
-                 "base_invalid_turns": base_metrics["invalid_turns"], "seeds": [], "trained_pass1": [],
+                 "base_invalid_turns": base_metrics["invalid_turns"],
+                 "base_one_return": one_return_answers(base_dir / "eval"), "trained_one_return": [], "seeds": [], "trained_pass1": [],
                  f"trained_1at{turns}": [], "p_value": [], f"p_value_1at{turns}": [], "gained": [], "lost": [],
                  "base_retries": base_metrics.get("retries"), "trained_retries": [],
                  "recovered_by_feedback": [], "trained_invalid_turns": [], "wall_minutes": [], "iterations_minutes": [],
@@ -183,6 +206,7 @@ def write_report(out: Path, runs: Path, seeds: list[int]) -> Path:
         res["lost"].append(p1["lost"])
         res["recovered_by_feedback"].append(m["recovered_by_feedback"])
         res["trained_invalid_turns"].append(m["invalid_turns"])
+        res["trained_one_return"].append(one_return_answers(run_dir / "eval"))
         res["trained_retries"].append(m.get("retries"))
         res["wall_minutes"].append(round((wall.get("train_s", 0) + wall.get("eval_s", 0)) / 60, 1))
         rows = read_jsonl(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
@@ -272,16 +296,19 @@ def _markdown(res: dict, turns: int, samples: list, pngs: list[str]) -> str:
              "p = McNemar's exact test (two-sided).", "",
              *([f"Trained and evaluated with: `{res['trained_with']}`.", ""] if "trained_with" in res else []),
              f"| run | pass@1 | p | 1@{turns} | p | gained / lost (pass@1) | recovered by feedback | invalid turns "
-             "| retries: changed / resubmitted / no function / no code | wall (train + eval) | the iterations alone |",
-             "|---|---|---|---|---|---|---|---|---|---|---|",
+             "| retries: changed / resubmitted / no function / no code | one-line answers | wall (train + eval) "
+             "| the iterations alone |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|",
              f"| base | {res['base_pass1']}/{n} | | {res[f'base_1at{turns}']}/{n} | | | | {res['base_invalid_turns']} | "
-             f"{retries_cell(res['base_retries'])} | | |"]
+             f"{retries_cell(res['base_retries'])} | {res['base_one_return']} | | |"]
     for i, seed in enumerate(res["seeds"]):
         lines.append(f"| seed {seed} | {res['trained_pass1'][i]}/{n} | {res['p_value'][i]:.3g} | "
                      f"{res[f'trained_1at{turns}'][i]}/{n} | {res[f'p_value_1at{turns}'][i]:.3g} | "
                      f"+{len(res['gained'][i])} / -{len(res['lost'][i])} | {res['recovered_by_feedback'][i]} | "
-                     f"{res['trained_invalid_turns'][i]} | {retries_cell(res['trained_retries'][i])} | {res['wall_minutes'][i]} min | "
+                     f"{res['trained_invalid_turns'][i]} | {retries_cell(res['trained_retries'][i])} | "
+                     f"{res['trained_one_return'][i]} | {res['wall_minutes'][i]} min | "
                      f"{res['iterations_minutes'][i]} min |")
+    lines += ["", "One-line answers: first attempts whose function's body, after its docstring, is one `return`."]
     if "all_seeds" in res:
         a1, ak = res["all_seeds"]["pass1"], res["all_seeds"][f"1at{turns}"]
         lines += ["", f"All {a1['seeds']} seeds together, problem by problem against the one base evaluation (exact "

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from learner.batch import Sample, informative
-from studies.learn import write_report
+from studies.learn import one_return, write_report
 from studies.stats import all_seeds_exact, mcnemar_exact, paired
 
 
@@ -49,12 +49,17 @@ def test_all_seeds_exact_is_mcnemar_with_one_seed_and_by_hand_with_two():
         all_seeds_exact({"a": True}, [{"b": True}])
 
 
-def _eval_dir(path, solved: dict[str, tuple[bool, bool]], invalid=0, recovered=0, retries=None):
-    """An evaluation's files as proctor eval writes them: id -> (first turn solved, rollout solved)."""
+ONE_LINER = 'def f(x):\n    """Twice x."""\n    return 2 * x\n'
+
+
+def _eval_dir(path, solved: dict[str, tuple[bool, bool]], invalid=0, recovered=0, retries=None, one_liners=0):
+    """An evaluation's files as proctor eval writes them: id -> (first turn solved, rollout solved); the
+    first ``one_liners`` problems' first attempts are one-line answers, the others have no code."""
     path.mkdir(parents=True)
     rows = [{"id": k, "solved": int(s), "rollouts": 1, "first_turn_solved": int(f),
-             "episodes": [{"turns": [{"reply": f"reply to {k} in {path.parent.name}", "code": None}]}]}
-            for k, (f, s) in solved.items()]
+             "episodes": [{"turns": [{"reply": f"reply to {k} in {path.parent.name}",
+                                      "code": ONE_LINER if i < one_liners else None}]}]}
+            for i, (k, (f, s)) in enumerate(solved.items())]
     (path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (path / "metrics.json").write_text(json.dumps({"model": "m", "dataset": "humaneval", "problems": len(rows),
                                                    "max_turns": 3, "invalid_turns": invalid,
@@ -65,10 +70,10 @@ def _eval_dir(path, solved: dict[str, tuple[bool, bool]], invalid=0, recovered=0
 def test_report_pairs_each_seed_with_the_base(tmp_path):
     runs, out = tmp_path / "runs", tmp_path / "report"
     ids = [f"p{i}" for i in range(20)]
-    _eval_dir(runs / "base" / "eval", {k: (i < 5, i < 5) for i, k in enumerate(ids)}, invalid=7)
+    _eval_dir(runs / "base" / "eval", {k: (i < 5, i < 5) for i, k in enumerate(ids)}, invalid=7, one_liners=2)
     kinds = {"changed": 3, "resubmitted": 2, "no_function": 1, "no_code": 0}
     _eval_dir(runs / "seed0" / "eval", {k: (i < 11, i < 12) for i, k in enumerate(ids)}, recovered=1,  # +6 / +7
-              retries=kinds)
+              retries=kinds, one_liners=9)
     _eval_dir(runs / "seed1" / "eval", {k: (0 < i < 5, 0 < i < 6) for i, k in enumerate(ids)})     # -1 / +0
     (runs / "seed0" / "metrics.jsonl").write_text(json.dumps({"iteration": 1, "reward_mean": -0.5}) + "\n")
     (runs / "seed0" / "wall.json").write_text(json.dumps({"train_s": 1800, "eval_s": 600}))
@@ -85,12 +90,21 @@ def test_report_pairs_each_seed_with_the_base(tmp_path):
     text = report.read_text()
     assert "| seed 0 | 11/20 | 0.0312 | 12/20 |" in text and "reply to p5 in seed0" in text
     assert res["trained_retries"] == [kinds, None] and res["base_retries"] is None
-    assert "| 1 | 0 | 3 / 2 / 1 / 0 | 40.0 min |" in text and "| 7 | - | | |" in text  # an older evaluation: -
+    assert res["base_one_return"] == 2 and res["trained_one_return"] == [9, 0]
+    assert "| 1 | 0 | 3 / 2 / 1 / 0 | 9 | 40.0 min |" in text and "| 7 | - | 2 | | |" in text  # older: -
     both = all_seeds_exact({k: i < 5 for i, k in enumerate(ids)}, [{k: i < 11 for i, k in enumerate(ids)},
                                                                   {k: 0 < i < 5 for i, k in enumerate(ids)}])
     assert res["all_seeds"]["pass1"] == both and both["trained_mean"] == 7.5
     assert f"pass@1 5 -> 7.5 on average (p = {both['p_value']:.3g})" in text
     assert (out / "training.png").stat().st_size > 0 and (out / "heldout.png").stat().st_size > 0
+
+
+def test_one_return_is_a_function_whose_body_is_one_return():
+    assert one_return(ONE_LINER) and one_return("import math\n\ndef g(x): return math.sqrt(x)\n")
+    assert one_return("def helper(y):\n    y += 1\n    return y\n\ndef f(x):\n    return helper(x)\n")  # the last
+    assert not one_return('def f(x):\n    """Twice."""\n    y = 2 * x\n    return y\n')
+    assert not one_return('def f(x):\n    """Only a docstring."""\n') and not one_return("x = 1\n")
+    assert not one_return("def f(:\n") and not one_return(None) and not one_return("")
 
 
 def test_report_adds_rlef_sampling_when_evaluated(tmp_path):
