@@ -144,14 +144,10 @@ def one_return(code: str | None) -> bool:
     """Whether an attempt's last function is a one-liner: its body, after the docstring, one ``return``.
     The shortcut a length-biased update can collapse the policy to (README, v18); no code: False."""
     try:
-        fns = [n for n in ast.parse(code or "").body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+        fns = [n for n in ast.parse(code or "").body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
     except (SyntaxError, ValueError, RecursionError):
         return False
-    if not fns:
-        return False
-    body = fns[-1].body
-    if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
-        body = body[1:]
+    body = fns[-1].body[1 if ast.get_docstring(fns[-1]) is not None else 0:] if fns else []
     return len(body) == 1 and isinstance(body[0], ast.Return)
 
 
