@@ -49,6 +49,10 @@ class RunConfig(BaseModel):
     iterations: int = Field(default=10, ge=1)
     ray_address: str | None = Field(default=None, description="None: start a private local Ray")
     problems_per_iteration: int = Field(default=4, ge=1, description="training problems per PPO iteration")
+    draw: Literal["sample", "epoch"] = Field(
+        default="sample", description="how an iteration's problems are drawn: sample = a fresh seeded draw each "
+        "iteration (problems repeat, some are never seen); epoch = passes over a seeded shuffle of the whole set, "
+        "every problem once before any repeats")
     checkpoint_every: int = Field(default=1, ge=0, description="iterations between checkpoints (0 = only at the end)")
     max_restarts: int = Field(default=2, ge=0, description="times a dead learner worker is replaced (the learner "
                               "rebuilt from the last checkpoint, the iterations after it run again); 0 = stop")

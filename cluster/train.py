@@ -58,9 +58,19 @@ WORKER_LOST = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableErro
 
 
 def iteration_problems(problems: list, cfg: ProctorConfig, iteration: int) -> list:
-    """The problems of one iteration: a seeded draw, so a resumed run draws the same ones."""
-    rng = random.Random(cfg.run.seed * 1_000_003 + iteration)
-    return rng.sample(problems, min(cfg.run.problems_per_iteration, len(problems)))
+    """The problems of one iteration (0-based), seeded so a resumed run draws the same ones.
+    ``run.draw=sample``: an independent draw per iteration. ``run.draw=epoch``: slice ``iteration`` of the
+    stream of seeded shuffles of the whole set, one per pass (an iteration may straddle two passes)."""
+    k, n, seed = min(cfg.run.problems_per_iteration, len(problems)), len(problems), cfg.run.seed
+    if cfg.run.draw == "sample":
+        return random.Random(seed * 1_000_003 + iteration).sample(problems, k)
+    out = []
+    for pos in range(iteration * k, iteration * k + k):
+        epoch, i = divmod(pos, n)
+        order = list(range(n))
+        random.Random(f"{seed}:epoch:{epoch}").shuffle(order)
+        out.append(problems[order[i]])
+    return out
 
 
 def train_turns(cfg: ProctorConfig, iteration: int) -> int:

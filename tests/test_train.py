@@ -291,3 +291,29 @@ def test_driver_killed_with_sigkill_resumes_without_losing_a_finished_iteration(
     assert resumed.returncode == 0, resumed.stdout[-3000:]
     assert f"resumed from {run / 'checkpoint'} after iteration {done}" in resumed.stdout
     assert [r["iteration"] for r in read_metrics(run)] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_epoch_draw_covers_every_problem_once_per_pass(seed):
+    from cluster.train import iteration_problems
+    problems = list(range(10))
+    cfg = load_config(None, [f"run.seed={seed}", "run.problems_per_iteration=4", "run.draw=epoch"])
+    draws = [iteration_problems(problems, cfg, it) for it in range(5)]  # 20 positions: two whole passes
+    flat = [p for d in draws for p in d]
+    assert all(len(d) == 4 for d in draws)
+    assert sorted(flat[:10]) == problems and sorted(flat[10:]) == problems
+    assert flat[:10] != problems  # shuffled, not in file order
+    assert draws == [iteration_problems(problems, cfg, it) for it in range(5)]  # a resumed run draws the same
+    other = load_config(None, [f"run.seed={seed + 1}", "run.problems_per_iteration=4", "run.draw=epoch"])
+    assert [iteration_problems(problems, other, it) for it in range(5)] != draws
+
+
+def test_sample_draw_is_a_fresh_draw_per_iteration():
+    from cluster.train import iteration_problems
+    problems = list(range(10))
+    cfg = load_config(None, ["run.problems_per_iteration=4"])
+    assert cfg.run.draw == "sample"
+    draws = [iteration_problems(problems, cfg, it) for it in range(5)]
+    assert all(len(set(d)) == 4 for d in draws)
+    flat = [p for d in draws for p in d]
+    assert sorted(flat[:10]) != problems  # draws overlap: the first 10 positions are not one pass
