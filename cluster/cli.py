@@ -5,7 +5,7 @@
     proctor model generate [--model M] PROMPT
     proctor train [--config C] [--run-dir D] [--resume RUN_DIR] [key=value ...]
     proctor plot RUN_DIR
-    proctor learn [--config configs/learn-cpu.yaml] [--seeds 0,1] [--report-only] [key=value ...]
+    proctor learn [--config configs/learn-cpu.yaml] [--seeds 0,1] [--report-only] [--pool reports] [key=value ...]
     proctor study start|run [--budget-min M] [--arms A,B] [--iterations N] [key=value ...]; proctor study report
     proctor prm label [--config C] [key=value ...]
     proctor prm train [--config C] [key=value ...]
@@ -137,6 +137,10 @@ def _redraw(write) -> int:
 def cmd_learn(args) -> int:
     from studies import learn
 
+    if args.pool:
+        from studies.pooled import write_pooled
+
+        return _redraw(lambda: write_pooled(Path(args.pool)))
     if args.report_only:
         return _redraw(lambda: learn.write_report(Path(args.out), Path(args.runs), args.seeds))
     return learn.run_learn(args, console)

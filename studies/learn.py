@@ -343,6 +343,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-limit", type=int, default=None, help="only the first N problems of data.eval (a quick look)")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep each seed's DeepSpeed checkpoint")
     p.add_argument("--report-only", action="store_true", help="redraw the report from what has finished")
+    p.add_argument("--pool", metavar="REPORTS", default=None,
+                   help="pool every REPORTS/learning*/per_problem.jsonl into REPORTS/learning-pooled/ (no training)")
     p.add_argument("--rlef-sampling", action="store_true",
                    help="also evaluate data.eval under RLEF's protocol (temperature 0.2, top-p 0.95), paired the same way")
     p.add_argument("overrides", nargs="*", help="key=value config overrides, for every stage")
