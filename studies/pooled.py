@@ -43,13 +43,13 @@ def read_runs(reports: Path) -> list[dict]:
 
 def base_settings(runs: list[dict]) -> list[dict]:
     """The distinct untrained evaluations (one per machine / stack that ran them) and their flips."""
-    groups: dict[frozenset, list[str]] = {}
+    groups: dict[frozenset, list[dict]] = {}
     for r in runs:
-        reports = groups.setdefault(frozenset(p for p, ok in r["base"].items() if ok), [])
-        if r["report"] not in reports:
-            reports.append(r["report"])
+        groups.setdefault(frozenset(p for p, ok in r["base"].items() if ok), []).append(r)
     settings = [{"name": chr(ord("A") + i), "pass1": len(passed), "problems": len(runs[0]["base"]),
-                 "reports": reports} for i, (passed, reports) in enumerate(groups.items())]
+                 "reports": list(dict.fromkeys(r["report"] for r in rs)), "runs": len(rs),
+                 "trained_mean": statistics.mean(sum(r["trained"].values()) for r in rs)}
+                for i, (passed, rs) in enumerate(groups.items())]
     for (a, pa), (b, pb) in itertools.combinations(zip(settings, groups), 2):
         a.setdefault("flips", {})[b["name"]] = len(pa ^ pb)
         b.setdefault("flips", {})[a["name"]] = len(pa ^ pb)
@@ -97,10 +97,12 @@ def markdown(res: dict) -> str:
              "## The untrained model on each evaluation machine", "",
              "The same weights, evaluated greedy by the same code on different CPUs (AMX, AVX-512) and stack "
              "versions; flips = problems whose outcome differs between two settings.", "",
-             "| setting | pass@1 | flips against the others | reports |", "|---|---|---|---|"]
+             "| setting | untrained pass@1 | flips against the others | trained runs | their mean pass@1 | reports |",
+             "|---|---|---|---|---|---|"]
     for s in res["base_settings"]:
         flips = ", ".join(f"{k} {v}" for k, v in s.get("flips", {}).items())
-        lines.append(f"| {s['name']} | {s['pass1']}/{s['problems']} | {flips} | {', '.join(s['reports'])} |")
+        lines.append(f"| {s['name']} | {s['pass1']}/{s['problems']} | {flips} | {s['runs']} | {s['trained_mean']:.1f} | "
+                     f"{', '.join(s['reports'])} |")
     lines += ["", "## Runs", "", "| report | seed | base | trained | gained / lost | p |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['report']} | {r['seed']} | {r['base']} | {r['trained']} | +{r['gained']} / -{r['lost']} | "
               f"{r['p_value']:.3g} |" for r in res["runs"]]

@@ -35,6 +35,7 @@ def test_pool_counts_runs_problems_and_base_settings(tmp_path):
     settings = {s["name"]: s for s in res["base_settings"]}
     assert settings["A"]["reports"] == ["learning-x"] and settings["B"]["reports"] == ["learning-y", "learning-z"]
     assert settings["A"]["flips"] == {"B": 2} and settings["B"]["pass1"] == 2
+    assert (settings["A"]["runs"], settings["A"]["trained_mean"]) == (2, 3) and settings["B"]["trained_mean"] == 1.5
 
 
 def test_pool_sign_test_over_runs(tmp_path):
