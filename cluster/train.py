@@ -64,12 +64,14 @@ def iteration_problems(problems: list, cfg: ProctorConfig, iteration: int) -> li
     k, n, seed = min(cfg.run.problems_per_iteration, len(problems)), len(problems), cfg.run.seed
     if cfg.run.draw == "sample":
         return random.Random(seed * 1_000_003 + iteration).sample(problems, k)
+    orders: dict[int, list[int]] = {}  # one shuffle per pass the iteration touches (at most two)
     out = []
     for pos in range(iteration * k, iteration * k + k):
         epoch, i = divmod(pos, n)
-        order = list(range(n))
-        random.Random(f"{seed}:epoch:{epoch}").shuffle(order)
-        out.append(problems[order[i]])
+        if epoch not in orders:
+            orders[epoch] = list(range(n))
+            random.Random(f"{seed}:epoch:{epoch}").shuffle(orders[epoch])
+        out.append(problems[orders[epoch][i]])
     return out
 
 
