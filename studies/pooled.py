@@ -95,7 +95,7 @@ def markdown(res: dict) -> str:
              + ", ".join(f"{p} {g}/{lo}" for p, g, lo in res["most_gained"]),
              "- Lost in many runs: " + ", ".join(f"{p} {g}/{lo}" for p, g, lo in res["most_lost"]), "",
              "## The untrained model on each evaluation machine", "",
-             "The same weights, evaluated greedy by the same code on different CPUs (AMX, AVX-512) and stack "
+             "The same weights, evaluated greedy by the same code on different machines and stack "
              "versions; flips = problems whose outcome differs between two settings.", "",
              "| setting | untrained pass@1 | flips against the others | trained runs | their mean pass@1 | reports |",
              "|---|---|---|---|---|---|"]
