@@ -3,6 +3,7 @@
     proctor data inspect NAME_OR_PATH
     proctor model prepare [NAME_OR_PATH]
     proctor model generate [--model M] PROMPT
+    proctor model soup ADAPTER_DIR... --out DIR [--base M]
     proctor train [--config C] [--run-dir D] [--resume RUN_DIR] [key=value ...]
     proctor plot RUN_DIR
     proctor learn [--config configs/learn-cpu.yaml] [--seeds 0,1] [--report-only] [--pool reports] [key=value ...]
@@ -42,16 +43,14 @@ console = make_console()
 def cmd_data_inspect(args) -> int:
     problems = load_problems(args.source)
     kinds = collections.Counter(p.kind for p in problems)
-    n_pub = sum(len(p.public_tests) for p in problems)
-    n_priv = sum(len(p.private_tests) for p in problems)
     console.print(f"[bold]{args.source}[/]: {len(problems)} problems")
     for kind, n in sorted(kinds.items()):
         console.print(f"  {kind}: {n}")
-    console.print(f"  tests: {n_pub} public, {n_priv} private")
+    console.print(f"  tests: {sum(len(p.public_tests) for p in problems)} public, "
+                  f"{sum(len(p.private_tests) for p in problems)} private")
     if problems:
-        example = problems[0].model_dump()
         console.print("example:")
-        console.print_json(json.dumps(example))
+        console.print_json(json.dumps(problems[0].model_dump()))
     return 0
 
 
@@ -59,6 +58,17 @@ def cmd_model_prepare(args) -> int:
     t0 = time.perf_counter()
     path = resolve(args.model, log=console.print)
     console.print(f"{args.model} -> {path} ({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def cmd_model_soup(args) -> int:
+    from learner.soup import soup
+
+    try:
+        out = soup(args.adapters, resolve(args.base, log=console.print), args.out, args.dtype)
+    except (FileNotFoundError, ValueError) as e:
+        raise ModelError(str(e)) from e
+    console.print(f"{len(args.adapters)} adapters averaged on {args.base} -> {out}")
     return 0
 
 
@@ -166,13 +176,7 @@ def cmd_study(args) -> int:
 def cmd_plot(args) -> int:
     from cluster.plot import plot
 
-    try:
-        out = plot(Path(args.run_dir), Path(args.out) if args.out else None)
-    except (FileNotFoundError, ValueError) as e:
-        console.print(f"[bold red]error:[/] {e}")
-        return 2
-    console.print(f"wrote {out}")
-    return 0
+    return _redraw(lambda: plot(Path(args.run_dir), Path(args.out) if args.out else None))
 
 
 def cmd_sandbox_judge(args) -> int:
@@ -283,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=200)
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(fn=cmd_model_generate)
+    p = model.add_parser("soup", help="average LoRA adapters (runs' policy/adapter) into one HF model dir")
+    p.add_argument("adapters", nargs="+", help="peft LoRA adapter dirs, all trained on --base")
+    p.add_argument("--base", default=EMBEDDED, help="the model they were trained on (name or HF dir)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    p.set_defaults(fn=cmd_model_soup)
 
     def with_config(p):
         p.add_argument("--config", help="YAML config (default configs/local.yaml)")

@@ -65,6 +65,8 @@ class RunConfig(BaseModel):
     engine_cpus: float = Field(default=0.5, ge=0, description="Ray CPUs reserved per engine")
     async_rollout: bool = Field(default=False, description="one-step-off: rollout k+1 runs while the learner "
                                 "trains on k (its episodes are one weight version behind; importance ratios correct)")
+    soup: int = Field(default=1, ge=1, description="proctor learn: LoRA runs trained per seed (seed S's run j with "
+                      "run.seed = S * soup + j), their adapters averaged into the seed's policy (a model soup); 1 = one run")
     eval_problems: int = Field(default=0, ge=0, description="held-out problems (first N of data.eval); 0 = no eval")
     eval_every: int = Field(default=0, ge=0, description="iterations between held-out evals (0 = after the last only)")
     learner_gpus: float = Field(default=0, ge=0, description="GPUs per learner worker (0 on CPU machines)")
@@ -101,6 +103,13 @@ class ProctorConfig(BaseModel):
         if served and trained > served:
             raise ValueError(f"learner.lora_rank={trained} is above rollout.max_lora_rank={served}: the engines "
                              "could not load the adapter")
+        return self
+
+    @model_validator(mode="after")
+    def _soup_of_adapters(self):
+        if self.run.soup > 1 and not self.learner.lora_rank:
+            raise ValueError(f"run.soup={self.run.soup} averages LoRA adapters, but learner.lora_rank=0 trains none "
+                             "(set learner.lora_rank, or run.soup=1)")
         return self
 
 

@@ -31,6 +31,7 @@ from rich.console import Console
 from cluster.config import CONFIG_DIR, ConfigError, load_config
 from cluster.metrics import read_jsonl
 from studies.runner import add_wall, log_tail, run_cli
+from studies.seed_runs import train_dirs, train_seconds, train_seed
 from studies.stats import all_seeds_exact, outcomes, paired
 from studies.study_report import retries_cell
 
@@ -100,15 +101,8 @@ def run_learn(a, console: Console) -> int:
         run_dir.mkdir(parents=True, exist_ok=True)
         log = run_dir / "log.txt"
         if seed is not None and not (run_dir / "policy" / "config.json").exists():
-            resume = (run_dir / "checkpoint" / "driver.json").exists()
-            console.print(f"{name}: training{' (resumed)' if resume else ''}, log {log}")
-            t0 = time.perf_counter()
-            argv = (["train", "--resume", str(run_dir)] if resume else
-                    ["train", "--config", a.config, "--run-dir", str(run_dir), f"run.seed={seed}"])
-            rc, _ = run_cli([*argv, *a.overrides], log)
-            add_wall(run_dir, time.perf_counter() - t0)  # a failed attempt's time counts too
+            rc = train_seed(run_dir, seed, cfg, a, console)
             if rc != 0:
-                console.print(f"[red]{name}: training failed[/] (exit {rc}):\n{log_tail(log)}")
                 return rc
         console.print(f"{name}: evaluating on {cfg.data.eval} and {cfg.data.train}[:{slice_n}]")
         # the recipe's two evaluations share one engine; RLEF's sampled one (another temperature) runs apart
@@ -126,7 +120,8 @@ def run_learn(a, console: Console) -> int:
                               f"(exit {rc}):\n{log_tail(log)}")
                 return rc
         if seed is not None and not a.keep_checkpoints:
-            shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
+            for d in train_dirs(run_dir):
+                shutil.rmtree(d / "checkpoint", ignore_errors=True)
         console.print(f"report: {write_report(out, runs, a.seeds)}")
     return 0
 
@@ -180,7 +175,7 @@ def write_report(out: Path, runs: Path, seeds: list[int]) -> Path:
                  f"trained_1at{turns}": [], "p_value": [], f"p_value_1at{turns}": [], "gained": [], "lost": [],
                  "base_retries": base_metrics.get("retries"), "trained_retries": [],
                  "recovered_by_feedback": [], "trained_invalid_turns": [], "wall_minutes": [], "iterations_minutes": [],
-                 "learner_restarts": [], "train_slice": [], "rlef_sampled": []}
+                 "learner_restarts": [], "runs_averaged": [], "train_slice": [], "rlef_sampled": []}
     has_sampled = (base_dir / SAMPLED / "metrics.json").exists()
     base_sampled = outcomes(base_dir / SAMPLED) if has_sampled else None
     per_problem, samples, trained = [], [], []
@@ -204,10 +199,11 @@ def write_report(out: Path, runs: Path, seeds: list[int]) -> Path:
         res["trained_invalid_turns"].append(m["invalid_turns"])
         res["trained_one_return"].append(one_return_answers(run_dir / "eval"))
         res["trained_retries"].append(m.get("retries"))
-        res["wall_minutes"].append(round((wall.get("train_s", 0) + wall.get("eval_s", 0)) / 60, 1))
-        rows = read_jsonl(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
+        res["wall_minutes"].append(round((train_seconds(run_dir) + wall.get("eval_s", 0)) / 60, 1))
+        rows = [r for d in train_dirs(run_dir) if (d / "metrics.jsonl").exists() for r in read_jsonl(d / "metrics.jsonl")]
         res["iterations_minutes"].append(round(sum(r.get("iteration_s", 0.0) for r in rows) / 60, 1))
         res["learner_restarts"].append(sum(r.get("learner_restarts", 0) > 0 for r in rows))
+        res["runs_averaged"].append(sum(d != run_dir for d in train_dirs(run_dir)) or 1)
         if has_slice and (run_dir / "eval-train-slice" / "metrics.json").exists():
             ts = outcomes(run_dir / "eval-train-slice")
             q1, qk = paired(base_slice["pass@1"], ts["pass@1"]), paired(base_slice[k_at], ts[k_at])
@@ -254,11 +250,11 @@ def _plot(out: Path, runs: Path, res: dict, turns: int) -> list[str]:
     fig, axes = plt.subplots(2, 3, figsize=(15, 8), constrained_layout=True)
     for ax, (key, title) in zip(axes.flat, panels):
         for seed in sorted({int(p.name[4:]) for p in runs.glob("seed*") if p.name[4:].isdigit()}):
-            path = runs / f"seed{seed}" / "metrics.jsonl"
-            rows = read_jsonl(path) if path.exists() else []
-            if rows:
-                ax.plot([r["iteration"] for r in rows], [r.get(key, float("nan")) for r in rows], marker="o",
-                        label=f"seed {seed}")
+            for d in train_dirs(runs / f"seed{seed}"):
+                rows = read_jsonl(d / "metrics.jsonl") if (d / "metrics.jsonl").exists() else []
+                if rows:
+                    ax.plot([r["iteration"] for r in rows], [r.get(key, float("nan")) for r in rows], marker="o",
+                            label=f"seed {seed}" + (f" run {d.name[6:]}" if d.name.startswith("member") else ""))
         ax.set_title(title)
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
@@ -305,6 +301,10 @@ def _markdown(res: dict, turns: int, samples: list, pngs: list[str]) -> str:
                      f"{res['trained_one_return'][i]} | {res['wall_minutes'][i]} min | "
                      f"{res['iterations_minutes'][i]} min |")
     lines += ["", "One-line answers: first attempts whose function's body, after its docstring, is one `return`."]
+    if max(res["runs_averaged"], default=1) > 1:
+        k = max(res["runs_averaged"])
+        lines += ["", f"Each seed's policy is a soup: the mean of {k} training runs' LoRA adapters (`run.soup={k}`; seed S's "
+                  f"runs train with `run.seed` = {k}·S + j). Wall and the iterations count all of its runs."]
     if "all_seeds" in res:
         a1, ak = res["all_seeds"]["pass1"], res["all_seeds"][f"1at{turns}"]
         lines += ["", f"All {a1['seeds']} seeds together, problem by problem against the one base evaluation (exact "

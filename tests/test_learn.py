@@ -77,13 +77,20 @@ def test_report_pairs_each_seed_with_the_base(tmp_path):
     _eval_dir(runs / "seed1" / "eval", {k: (0 < i < 5, 0 < i < 6) for i, k in enumerate(ids)})     # -1 / +0
     (runs / "seed0" / "metrics.jsonl").write_text(json.dumps({"iteration": 1, "reward_mean": -0.5}) + "\n")
     (runs / "seed0" / "wall.json").write_text(json.dumps({"train_s": 1800, "eval_s": 600}))
+    for j in range(2):  # seed 1 is a soup of two runs: its wall and iterations are theirs together
+        member = runs / "seed1" / f"member{j}"
+        member.mkdir()
+        (member / "metrics.jsonl").write_text(json.dumps({"iteration": 1, "iteration_s": 600.0 * (j + 1)}) + "\n")
+        (member / "wall.json").write_text(json.dumps({"train_s": 900 * (j + 1), "eval_s": 5000}))  # its eval: not the seed's
+    (runs / "seed1" / "wall.json").write_text(json.dumps({"train_s": 30, "eval_s": 570}))
     report = write_report(out, runs, [0, 1, 2])  # seed 2 has not finished: left out
     res = json.loads((out / "results.json").read_text())
     assert res["seeds"] == [0, 1]
     assert (res["base_pass1"], res["trained_pass1"], res["base_1at3"], res["trained_1at3"]) == (5, [11, 4], 5, [12, 5])
     assert res["p_value"] == pytest.approx([mcnemar_exact(6, 0), mcnemar_exact(0, 1)])
     assert res["gained"][0] == [f"p{i}" for i in range(5, 11)] and res["lost"][1] == ["p0"]
-    assert res["wall_minutes"][0] == 40.0
+    assert res["wall_minutes"] == [40.0, 55.0] and res["iterations_minutes"] == [0.0, 30.0]
+    assert res["runs_averaged"] == [1, 2]
     rows = [json.loads(x) for x in (out / "per_problem.jsonl").read_text().splitlines()]
     assert len(rows) == 40 and rows[5] == {"seed": 0, "id": "p5", "base_pass1": False, "trained_pass1": True,
                                            "base_1at3": False, "trained_1at3": True}
@@ -96,6 +103,7 @@ def test_report_pairs_each_seed_with_the_base(tmp_path):
                                                                   {k: 0 < i < 5 for i, k in enumerate(ids)}])
     assert res["all_seeds"]["pass1"] == both and both["trained_mean"] == 7.5
     assert f"pass@1 5 -> 7.5 on average (p = {both['p_value']:.3g})" in text
+    assert "the mean of 2 training runs' LoRA adapters (`run.soup=2`" in text
     assert (out / "training.png").stat().st_size > 0 and (out / "heldout.png").stat().st_size > 0
 
 
