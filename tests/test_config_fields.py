@@ -8,7 +8,7 @@ from pydantic import BaseModel
 from cluster.config import ProctorConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ["cluster", "rollout", "learner", "reward", "sandbox_pool", "bench"]
+PACKAGES = ["cluster", "rollout", "learner", "reward", "sandbox_pool", "bench", "studies"]
 
 
 def _leaves(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str]]:
