@@ -207,3 +207,41 @@ def test_learn_end_to_end_on_the_tiny_model_and_a_rerun_skips_what_is_done(tiny_
     assert after["train_s"] == wall["train_s"] and after["eval_s"] == pytest.approx(wall["eval_s"], abs=1.0)
     assert after["eval_sampled_s"] > 0 and (runs / "seed0" / "eval-t0.2" / "metrics.json").exists()
     assert len(json.loads((out / "results.json").read_text())["rlef_sampled"]) == 1
+
+
+@pytest.mark.slow
+def test_learn_soup_trains_each_run_then_evaluates_their_average(tiny_model_dir, tmp_path):
+    """run.soup=2: the seed's two LoRA runs train (run.seed 2 and 3 for seed 1), their adapters are
+    averaged into the seed's policy, and only that policy is evaluated."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import torch
+    from safetensors.torch import load_file
+
+    root = Path(__file__).resolve().parent.parent
+    runs, out = tmp_path / "runs", tmp_path / "report"
+    cmd = [sys.executable, "-m", "cluster.cli", "learn", "--config", str(root / "configs" / "tiny.yaml"),
+           "--seeds", "1", "--eval-limit", "2", "--runs", str(runs), "--out", str(out), f"model.name={tiny_model_dir}",
+           "data.skip=0", "run.iterations=1", "run.save_policy=true", "learner.lora_rank=4", "learner.lr=1e-2",
+           "learner.dtype=float32", "run.soup=2"]
+    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    seed = runs / "seed1"
+    assert [yaml_seed(seed / f"member{j}") for j in range(2)] == [2, 3]
+    assert (seed / "eval" / "metrics.json").exists() and not (seed / "member0" / "eval").exists()  # only the soup
+    members = [load_file(str(seed / f"member{j}" / "policy" / "model.safetensors")) for j in range(2)]
+    soup = load_file(str(seed / "policy" / "model.safetensors"))
+    name = next(n for n in soup if "q_proj" in n)
+    assert not torch.equal(members[0][name], members[1][name])  # two runs, two draws
+    mean = (members[0][name].float() + members[1][name].float()) / 2
+    assert torch.allclose(soup[name].float(), mean, atol=1e-6)  # fp32: the mean of the two runs' merged networks
+    res = json.loads((out / "results.json").read_text())
+    assert res["seeds"] == [1] and res["runs_averaged"] == [2] and res["problems"] == 2
+
+
+def yaml_seed(run_dir) -> int:
+    import yaml
+
+    return yaml.safe_load((run_dir / "config.yaml").read_text())["run"]["seed"]
