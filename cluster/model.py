@@ -177,9 +177,12 @@ def prepare_gguf(gguf: Path, out: Path, *, log=print) -> Path:
 
 def read_adapter(adapter: Path) -> dict[str, bytes]:
     """A peft adapter dir's files as a push carries them (``rollout.engine.ADAPTER_FILES``)."""
-    missing = [n for n in ADAPTER_FILES if not (Path(adapter) / n).is_file()]
-    if missing:
-        raise ModelError(f"{adapter}: not a peft LoRA adapter dir (no {', '.join(missing)})")
+    from learner.lora import check_adapter_dir
+
+    try:
+        check_adapter_dir(adapter)
+    except FileNotFoundError as e:
+        raise ModelError(str(e)) from e
     return {n: (Path(adapter) / n).read_bytes() for n in ADAPTER_FILES}
 
 

@@ -86,6 +86,18 @@ def save_adapter(model: nn.Module, out_dir: str | Path) -> str:
     return str(out_dir)
 
 
+def check_adapter_dir(adapter_dir: str | Path) -> Path:
+    """``adapter_dir`` as a Path when it holds a peft adapter's config and weights; else an error naming
+    the dir and the missing files."""
+    from peft.utils import CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME
+
+    d = Path(adapter_dir)
+    missing = [n for n in (CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME) if not (d / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{d}: not a peft LoRA adapter dir (no {', '.join(missing)})")
+    return d
+
+
 def adapter_files(model: nn.Module) -> dict[str, np.ndarray]:
     """The adapter in peft's format as ``{file name: bytes}`` (uint8 arrays: zero-copy through Ray's
     object store): its config and its weights, what vLLM's ``LoRARequest`` loads from a dir."""

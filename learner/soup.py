@@ -17,6 +17,7 @@ from peft.utils import SAFETENSORS_WEIGHTS_NAME as ADAPTER_WEIGHTS
 from safetensors.torch import load_file
 from torch import Tensor
 
+from learner.lora import check_adapter_dir
 from learner.model import DTYPES, save_policy_dir
 
 PREFIX = "base_model.model."  # peft's prefix of the wrapped model's parameter names
@@ -24,10 +25,7 @@ PREFIX = "base_model.model."  # peft's prefix of the wrapped model's parameter n
 
 def read_deltas(adapter_dir: str | Path) -> dict[str, Tensor]:
     """One peft LoRA adapter's weight deltas, fp32, under the base model's parameter names."""
-    d = Path(adapter_dir)
-    missing = [n for n in (ADAPTER_CONFIG, ADAPTER_WEIGHTS) if not (d / n).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{d}: not a peft LoRA adapter dir (no {', '.join(missing)})")
+    d = check_adapter_dir(adapter_dir)
     cfg = json.loads((d / ADAPTER_CONFIG).read_text())
     if cfg.get("peft_type") != "LORA" or cfg.get("use_dora") or cfg.get("use_rslora") or cfg.get("fan_in_fan_out"):
         raise ValueError(f"{d / ADAPTER_CONFIG}: only plain LoRA adapters average here (peft_type LORA, "
