@@ -180,7 +180,8 @@ def test_arms_on_a_recipe_are_the_recipe_plus_their_switch(tmp_path):
     random = study.arm_overrides(a, "feedback-random")
     assert not any(o.startswith(("run.out_dir=", "learner.lr=")) for o in random)  # the recipe's own lr stays
     cfg = load_config(recipe, random)
-    assert cfg.rollout.feedback == "random" and cfg.learner.lora_rank == 16 and cfg.learner.advantage == "grpo"
+    own = load_config(recipe).learner  # the switch changes the feedback alone: the recipe's learner stays
+    assert cfg.rollout.feedback == "random" and cfg.learner.lora_rank == 16 and cfg.learner == own
     assert cfg.run.iterations == 5 and cfg.rollout.max_new_tokens == 256 and cfg.run.save_policy
     critic = load_config(recipe, study.arm_overrides(a, "prm-dense-critic"))
     assert critic.learner.advantage == "gae" and critic.reward.prm_critic_init  # a critic to initialise
