@@ -22,10 +22,12 @@ OUT = "learning-pooled"
 
 
 def read_runs(reports: Path) -> list[dict]:
-    """One entry per (report, seed): the base and trained pass@1 outcomes per problem."""
-    runs = []
-    for path in sorted(reports.glob("learning*/per_problem.jsonl")):
-        if path.parent.name == OUT:
+    """One entry per (report, seed): the base and trained pass@1 outcomes per problem. A report whose
+    per-problem file is a copy of one read before (``reports/learning/``, the current recipe, is also its
+    ``learning-vN``) is counted once, under its versioned name."""
+    runs, seen = [], {}
+    for path in sorted(reports.glob("learning*/per_problem.jsonl"), key=str):  # learning-vN/ before learning/
+        if path.parent.name == OUT or seen.setdefault(path.read_bytes(), path) != path:
             continue
         by_seed: dict[int, tuple[dict, dict]] = defaultdict(lambda: ({}, {}))
         for n, r in enumerate(read_jsonl(path), 1):

@@ -40,7 +40,7 @@ def test_pool_counts_runs_problems_and_base_settings(tmp_path):
 
 def test_pool_sign_test_over_runs(tmp_path):
     for i in range(6):  # six runs, each one problem up
-        _write(tmp_path, f"learning-{i}", {0: (set(), {"P/0"})})
+        _write(tmp_path, f"learning-{i}", {i: (set(), {"P/0"})})
     res = pool(read_runs(tmp_path))
     assert res["runs_up"] == 6 and res["sign_test_p"] == pytest.approx(2 / 2**6)
     assert res["significant_up"] == 0  # one problem is never significant alone
@@ -53,6 +53,10 @@ def test_write_pooled_skips_its_own_output_and_names_bad_rows(tmp_path):
     pooled = tmp_path / "learning-pooled" / "per_problem.jsonl"  # the pool's own folder is never an input
     pooled.write_text((tmp_path / "learning-a" / "per_problem.jsonl").read_text())
     assert pool(read_runs(tmp_path))["n_runs"] == 1
+    copy = tmp_path / "learning"  # the current recipe's report, a copy of learning-a: counted once, as learning-a
+    copy.mkdir()
+    (copy / "per_problem.jsonl").write_text((tmp_path / "learning-a" / "per_problem.jsonl").read_text())
+    assert [r["report"] for r in read_runs(tmp_path)] == ["learning-a"]
     bad = tmp_path / "learning-b"
     bad.mkdir()
     (bad / "per_problem.jsonl").write_text('{"seed": 0, "id": "P/0"}\n')
