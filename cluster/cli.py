@@ -7,7 +7,7 @@
     proctor train [--config C] [--run-dir D] [--resume RUN_DIR] [key=value ...]
     proctor plot RUN_DIR
     proctor learn [--config configs/learn-cpu.yaml] [--seeds 0,1] [--report-only] [--pool reports] [key=value ...]
-    proctor study start|run [--budget-min M] [--arms A,B] [--iterations N] [key=value ...]; proctor study report
+    proctor study start|run [--budget-min M] [--arms A,B] [--iterations N] [key=value ...]; proctor study report|seeds
     proctor prm label [--config C] [key=value ...]
     proctor prm train [--config C] [key=value ...]
     proctor eval [--model M] [--dataset D] [--turns T] [--samples K] [--limit N] [key=value ...]
@@ -161,6 +161,10 @@ def cmd_study(args) -> int:
 
     if args.action == "report":
         return _redraw(lambda: study.write_report(Path(args.out), Path(args.runs)))
+    if args.action == "seeds":
+        from studies.study_seeds import write_seeds_report
+
+        return _redraw(lambda: write_seeds_report(Path(args.out), [Path(r) for r in args.runs.split(",")]))
     problem = study.check(args)
     if problem:
         console.print(f"[bold red]error:[/] {problem}", highlight=False)
@@ -346,6 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = study.add_parser("report", help="write OUT/report.md and PNGs from the arms finished so far")
     p.add_argument("--out", default="reports/study")
     p.add_argument("--runs", default="runs/study")
+    p.set_defaults(fn=cmd_study)
+    p = study.add_parser("seeds", help="pair the arms over several seeds: one study run dir per seed, one untrained eval")
+    p.add_argument("--runs", required=True, help="comma-separated study run dirs, one per seed")
+    p.add_argument("--out", default="reports/study-seeds")
     p.set_defaults(fn=cmd_study)
 
     p = sub.add_parser("plot", help="PNG learning curves of a training run")

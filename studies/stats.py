@@ -33,36 +33,48 @@ def paired(base: dict[str, bool], trained: dict[str, bool]) -> dict:
             "gained": gained, "lost": lost, "p_value": mcnemar_exact(len(gained), len(lost))}
 
 
-def all_seeds_exact(base: dict[str, bool], trained: list[dict[str, bool]]) -> dict:
-    """All seeds against the one base evaluation, problem by problem: an exact permutation test.
+def groups_exact(a: list[dict[str, bool]], b: list[dict[str, bool]]) -> dict:
+    """Two groups of evaluations of the same problems (e.g. two arms' seeds), problem by problem: an exact
+    permutation test of their mean pass counts.
 
-    The statistic is the summed per-problem gain, sum over problems of (mean over seeds of the trained
-    outcome) - (the base outcome). Under the null hypothesis the base and the S trained models are
-    exchangeable on each problem, so which of a problem's S + 1 outcomes is the base's is uniform; the
-    test enumerates those relabellings exactly (a sum over problems, so a convolution). Two-sided:
-    P(|T'| >= |T|). With one seed it is McNemar's exact test. The unit is the problem (the seeds share
-    the base evaluation), so problems flipped by one seed of S count 1/S.
+    Under the null hypothesis the A + B evaluations are exchangeable on each problem, so the number of a
+    problem's k passes that fall in A is hypergeometric; the statistic, sum over problems of B x (A's
+    passes) - A x (B's passes) (the mean difference times A x B: an integer), has the convolution of
+    those as its exact distribution. Two-sided: P(|T'| >= |T|). One evaluation against one is McNemar's
+    exact test. The unit is the problem, so a problem flipped by one of S evaluations counts 1/S.
     """
-    if not trained:
-        raise ValueError("all_seeds_exact needs at least one trained evaluation")
-    for t in trained:
-        _same_problems(base, t)
-    s = len(trained)
-    observed = sum(sum(t[p] for t in trained) - s * base[p] for p in base)  # S x the summed gain: an integer
+    if not a or not b:
+        raise ValueError("groups_exact needs at least one evaluation in each group")
+    for t in [*a[1:], *b]:
+        _same_problems(a[0], t)
+    na, nb = len(a), len(b)
+    observed = sum(nb * sum(t[p] for t in a) - na * sum(t[p] for t in b) for p in a[0])
     dist: dict[int, float] = {0: 1.0}
-    for p in base:
-        k = base[p] + sum(t[p] for t in trained)  # passes among the S + 1 models
-        if k in (0, s + 1):
+    for p in a[0]:
+        k = sum(t[p] for t in [*a, *b])  # passes among the A + B evaluations
+        if k in (0, na + nb):
             continue  # all agree: every relabelling gives 0
-        step = [(k - 1 - s, k / (s + 1)), (k, (s + 1 - k) / (s + 1))]  # the base drawn among the passes, or not
+        step = [(nb * j - na * (k - j), math.comb(na, j) * math.comb(nb, k - j) / math.comb(na + nb, k))
+                for j in range(max(0, k - nb), min(k, na) + 1)]  # j of the k passes in A
         nxt: dict[int, float] = defaultdict(float)
         for v, pr in dist.items():
             for dv, q in step:
                 nxt[v + dv] += pr * q
         dist = nxt
     p_value = sum(pr for v, pr in dist.items() if abs(v) >= abs(observed))
-    return {"seeds": s, "base": sum(base.values()), "trained_mean": sum(sum(t.values()) for t in trained) / s,
-            "gain_mean": observed / s, "p_value": min(1.0, p_value)}
+    return {"a_mean": sum(sum(t.values()) for t in a) / na, "b_mean": sum(sum(t.values()) for t in b) / nb,
+            "diff": observed / (na * nb), "p_value": min(1.0, p_value)}
+
+
+def all_seeds_exact(base: dict[str, bool], trained: list[dict[str, bool]]) -> dict:
+    """All seeds against the one base evaluation, problem by problem: ``groups_exact(trained, [base])``.
+    With one seed it is McNemar's exact test; the seeds share the base evaluation, so problems flipped
+    by one seed of S count 1/S."""
+    if not trained:
+        raise ValueError("all_seeds_exact needs at least one trained evaluation")
+    g = groups_exact(trained, [base])
+    return {"seeds": len(trained), "base": sum(base.values()), "trained_mean": g["a_mean"], "gain_mean": g["diff"],
+            "p_value": g["p_value"]}
 
 
 def outcomes(eval_dir: Path) -> dict[str, dict[str, bool]]:

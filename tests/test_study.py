@@ -8,6 +8,8 @@ import pytest
 from cluster.cli import build_parser, main
 from cluster.config import CONFIG_DIR, load_config
 from studies import study, study_report
+from studies.stats import groups_exact, mcnemar_exact
+from studies.study_seeds import seeds_results, write_seeds_report
 
 
 def _args(argv: list[str]):
@@ -234,3 +236,67 @@ def test_report_pairs_each_arm_with_base_and_the_papers_claims(tmp_path):
     assert "Left out, evaluated on other problems or turns than the untrained model: feedback-none." in text
     assert "| feedback-none | base |" not in text and "multi-turn is ahead of feedback-random" in text
     assert "| feedback-none | `rollout.feedback=none` | 1 |" in text  # on a recipe: the switch itself
+
+
+# proctor study seeds: the arms of several one-seed studies paired over all seeds; the exact test behind it.
+T, F = True, False
+
+
+def test_groups_exact_is_mcnemar_one_against_one_and_by_hand_two_against_two():
+    a = {"x": T, "y": T, "z": F, "w": T}
+    b = {"x": F, "y": F, "z": T, "w": T}
+    g = groups_exact([a], [b])
+    assert g["p_value"] == pytest.approx(mcnemar_exact(2, 1)) and g["diff"] == 1 and (g["a_mean"], g["b_mean"]) == (3, 2)
+    swapped = groups_exact([b], [a])
+    assert swapped["p_value"] == g["p_value"] and swapped["diff"] == -1
+    # two problems, each passed by both of A's evaluations and neither of B's: per problem P(both passes in A)
+    # = 1/6 and P(both in B) = 1/6, so |T| >= observed only when both problems are extreme the same way: 2/36
+    two = groups_exact([{"x": T, "y": T}] * 2, [{"x": F, "y": F}] * 2)
+    assert two["p_value"] == pytest.approx(2 / 36) and two["diff"] == 2
+    assert groups_exact([{"x": T}], [{"x": T}, {"x": T}])["p_value"] == 1.0  # all agree: nothing to test
+    with pytest.raises(ValueError, match="same problems"):
+        groups_exact([{"x": T}], [{"y": T}])
+    with pytest.raises(ValueError, match="at least one"):
+        groups_exact([], [{"x": T}])
+
+
+def _study(runs, base, arms: dict[str, tuple[list, list]]):
+    _eval_dir(runs / "base" / "eval", *base)
+    for arm, (first, final) in arms.items():
+        _eval_dir(runs / arm / "eval", first, final)
+
+
+def test_seeds_pair_arms_over_every_seed_and_the_claims(tmp_path):
+    base = ([T, F, F, F, F, F], [T, F, F, F, F, F])
+    s0, s1 = tmp_path / "s0", tmp_path / "s1"
+    _study(s0, base, {"multi-turn": ([T, T, F, F, F, F], [T, T, T, T, F, F]),  # 2 recovered by feedback
+                      "feedback-random": ([T, F, F, F, F, F], [T, F, F, F, F, F])})
+    _study(s1, base, {"multi-turn": ([T, F, T, F, F, F], [T, F, T, T, T, F])})  # only one arm on this seed
+    (s1 / "feedback-none").mkdir()  # trained, not evaluated: left out
+    res = seeds_results([s0, s1], tmp_path / "out")
+    multi = res["arms"]["multi-turn"]
+    assert multi["seeds"] == 2 and multi["recovered"] == [2, 2]
+    assert multi["pass@1"]["per_seed"] == [2, 2] and multi["1@3"]["per_seed"] == [4, 4]
+    assert multi["1@3"]["p_value"] == pytest.approx(groups_exact(
+        [{f"P/{i}": v for i, v in enumerate(f)} for f in ([T, T, T, T, F, F], [T, F, T, T, T, F])],
+        [{f"P/{i}": v for i, v in enumerate(base[1])}])["p_value"])
+    assert "feedback-none" not in res["arms"] and res["arms"]["feedback-random"]["seeds"] == 1
+    (claim,) = res["claims"]
+    assert (claim["arm"], claim["against"], claim["seeds"]) == ("multi-turn", "feedback-random", [2, 1])
+    assert claim["1@3"]["a_mean"] == 4 and claim["1@3"]["b_mean"] == 1
+    report = write_seeds_report(tmp_path / "out", [s0, s1]).read_text()
+    assert "| multi-turn | 2 | 2.0 (2 / 2; p = " in report and "multi-turn (2 seeds) is ahead of feedback-random (1)" in report
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["base"] == {"pass@1": 1, "1@3": 1}
+
+
+def test_seeds_refuse_another_untrained_evaluation_naming_the_dir(tmp_path, capsys):
+    s0, s1 = tmp_path / "s0", tmp_path / "s1"
+    _study(s0, ([T, F], [T, F]), {"multi-turn": ([T, T], [T, T])})
+    _study(s1, ([F, F], [F, F]), {"multi-turn": ([T, T], [T, T])})
+    assert main(["study", "seeds", "--runs", f"{s0},{s1}", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().out
+    assert f"{s1 / 'base' / 'eval'}" in err and "another untrained evaluation" in err
+    assert not (tmp_path / "out").exists()  # nothing half written
+    (s1 / "base" / "eval" / "metrics.json").unlink()
+    assert main(["study", "seeds", "--runs", f"{s0},{s1}", "--out", str(tmp_path / "out")]) == 2
+    assert "no untrained evaluation" in capsys.readouterr().out

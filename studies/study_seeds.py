@@ -1,0 +1,97 @@
+"""One study over several seeds: ``proctor study seeds --runs RUNS_A,RUNS_B --out OUT``.
+
+``proctor study`` trains one seed per arm (``run.seed=N`` as a study override, one ``--runs`` dir per
+seed). This reads the arms' evaluations from every such dir, checks that they share one untrained
+evaluation (the same per-problem outcomes), and pairs per problem over all seeds at once: each arm
+against the untrained model and the papers' claims arm against arm (``groups_exact``: an exact
+permutation test over the seeds of both sides). Writes ``OUT/report.md`` and ``OUT/results.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from studies.stats import groups_exact, outcomes
+from studies.study_report import CLAIMS
+
+
+def _evaluated(run_dir: Path) -> bool:
+    return (run_dir / "eval" / "results.jsonl").exists() and (run_dir / "eval" / "metrics.json").exists()
+
+
+def read_seeds(runs: list[Path]) -> tuple[dict, dict[str, list[dict]], str]:
+    """The untrained outcomes, each arm's outcomes per seed dir (in ``runs`` order) and the 1@T key."""
+    base, arms = None, {}
+    for d in runs:
+        if not _evaluated(d / "base"):
+            raise FileNotFoundError(f"{d / 'base' / 'eval'}: no untrained evaluation (results.jsonl, metrics.json)")
+        b = outcomes(d / "base" / "eval")
+        if base is not None and b != base:
+            raise ValueError(f"{d / 'base' / 'eval'}: another untrained evaluation than {runs[0] / 'base' / 'eval'}'s "
+                             "(the seeds must share one; copy it in before the study)")
+        base = b
+        for arm_dir in sorted(p for p in d.iterdir() if p.is_dir() and p.name != "base" and _evaluated(p)):
+            got = outcomes(arm_dir / "eval")
+            if set(got) != set(base) or set(got["pass@1"]) != set(base["pass@1"]):
+                raise ValueError(f"{arm_dir / 'eval'}: evaluated on other problems or turns than the untrained model")
+            arms.setdefault(arm_dir.name, []).append(got)
+    if base is None:
+        raise ValueError("study seeds needs at least one --runs dir")
+    return base, arms, next(k for k in base if k != "pass@1")
+
+
+def _recovered(o: dict, k13: str) -> int:
+    return sum(o[k13][p] and not o["pass@1"][p] for p in o["pass@1"])
+
+
+def seeds_results(runs: list[Path], out: Path) -> dict:
+    base, arms, k13 = read_seeds(runs)
+    res = {"regenerate": f"proctor study seeds --runs {','.join(map(str, runs))} --out {out}", "at": k13, "base": {m: sum(base[m].values()) for m in ("pass@1", k13)},
+           "arms": {}, "claims": []}
+    for arm, evals in arms.items():
+        res["arms"][arm] = {"seeds": len(evals), "recovered": [_recovered(o, k13) for o in evals],
+                            **{m: {"per_seed": [sum(o[m].values()) for o in evals],
+                                   **groups_exact([o[m] for o in evals], [base[m]])} for m in ("pass@1", k13)}}
+    for a, b, text in CLAIMS:
+        if a in arms and b in arms:
+            res["claims"].append({"arm": a, "against": b, "claim": text, "seeds": [len(arms[a]), len(arms[b])],
+                                  **{m: groups_exact([o[m] for o in arms[a]], [o[m] for o in arms[b]])
+                                     for m in ("pass@1", k13)}})
+    return res
+
+
+def _cell(x: dict) -> str:
+    return f"{x['a_mean']:.1f} ({' / '.join(map(str, x['per_seed']))}; p = {x['p_value']:.3g})"
+
+
+def markdown(res: dict) -> str:
+    k13 = res["at"]
+    lines = ["# Learning study over seeds", "",
+             f"Regenerate: `{res['regenerate']}`. One seed per run dir, one untrained "
+             "evaluation shared by all; p = the exact permutation test over every seed on each side, problem by problem "
+             "(one seed against one: McNemar's exact test).", "",
+             f"| arm | seeds | pass@1: mean (per seed; p against untrained) | {k13} | recovered by feedback |",
+             "|---|---|---|---|---|",
+             f"| untrained | 1 | {res['base']['pass@1']} | {res['base'][k13]} | |"]
+    for arm, r in res["arms"].items():
+        lines.append(f"| {arm} | {r['seeds']} | {_cell(r['pass@1'])} | {_cell(r[k13])} | "
+                     f"{' / '.join(map(str, r['recovered']))} |")
+    if res["claims"]:
+        lines += ["", f"The papers' directions, arm against arm over all seeds (read at {k13}; pass@1 beside):", ""]
+    for c in res["claims"]:
+        x, y = c[k13], c["pass@1"]
+        where = "ahead of" if x["diff"] > 0 else "behind" if x["diff"] < 0 else "level with"
+        lines.append(f"- {c['claim']}: {c['arm']} ({c['seeds'][0]} seeds) is {where} {c['against']} ({c['seeds'][1]}) at "
+                     f"{k13}: {x['a_mean']:.1f} vs {x['b_mean']:.1f}, p = {x['p_value']:.3g}"
+                     f"{' (p < 0.05)' if x['p_value'] < 0.05 else ''}; pass@1 {y['a_mean']:.1f} vs {y['b_mean']:.1f}, "
+                     f"p = {y['p_value']:.3g}.")
+    return "\n".join(lines) + "\n"
+
+
+def write_seeds_report(out: Path, runs: list[Path]) -> Path:
+    res = seeds_results(runs, out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(res, indent=1) + "\n")
+    (out / "report.md").write_text(markdown(res))
+    return out / "report.md"
