@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from studies.stats import groups_exact, outcomes
+from studies.study import ARMS
 from studies.study_report import CLAIMS
 
 
@@ -31,7 +32,9 @@ def read_seeds(runs: list[Path]) -> tuple[dict, dict[str, list[dict]], str]:
             raise ValueError(f"{d / 'base' / 'eval'}: another untrained evaluation than {runs[0] / 'base' / 'eval'}'s "
                              "(the seeds must share one; copy it in before the study)")
         base = b
-        for arm_dir in sorted(p for p in d.iterdir() if p.is_dir() and p.name != "base" and _evaluated(p)):
+        order = {a: i for i, a in enumerate(ARMS)}  # the study's order: the recipe (multi-turn) first
+        for arm_dir in sorted((p for p in d.iterdir() if p.is_dir() and p.name != "base" and _evaluated(p)),
+                              key=lambda p: (order.get(p.name, len(order)), p.name)):
             got = outcomes(arm_dir / "eval")
             if set(got) != set(base) or set(got["pass@1"]) != set(base["pass@1"]):
                 raise ValueError(f"{arm_dir / 'eval'}: evaluated on other problems or turns than the untrained model")
@@ -89,9 +92,38 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _plot(out: Path, res: dict) -> str:
+    """``eval.png``: each arm's mean pass@1 and 1@T over its seeds as bars, every seed as a dot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k13, names = res["at"], ["untrained", *res["arms"]]
+    fig, ax = plt.subplots(figsize=(max(6, 1.5 * len(names)), 4), constrained_layout=True)
+    width = 0.38
+    for k, m in enumerate(("pass@1", k13)):
+        seeds = [[res["base"][m]], *(r[m]["per_seed"] for r in res["arms"].values())]
+        xs = [i + (k - 0.5) * width for i in range(len(names))]
+        bars = ax.bar(xs, [sum(v) / len(v) for v in seeds], width, label=f"{m} (mean over seeds)")
+        ax.bar_label(bars, fmt="%.1f", fontsize=8)
+        for x, v in zip(xs, seeds):
+            ax.plot([x] * len(v), v, "k.", ms=6)
+    ax.set_xticks(range(len(names)), [f"{n} ({res['arms'][n]['seeds'] if n in res['arms'] else 1})" for n in names],
+                  rotation=20)
+    ax.set_ylabel("problems solved (dots: one seed each)")
+    ax.set_ylim(0, 1.3 * max(max(r[k13]["per_seed"]) for r in res["arms"].values()) if res["arms"] else None)
+    ax.set_title("held-out evaluation, each arm over its seeds (in brackets)")
+    ax.legend(loc="upper left", ncol=2)
+    ax.grid(alpha=0.3, axis="y")
+    fig.savefig(out / "eval.png", dpi=100)
+    plt.close(fig)
+    return "eval.png"
+
+
 def write_seeds_report(out: Path, runs: list[Path]) -> Path:
     res = seeds_results(runs, out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(res, indent=1) + "\n")
-    (out / "report.md").write_text(markdown(res))
+    (out / "report.md").write_text(markdown(res) + f"\n![{_plot(out, res)}](eval.png)\n")
     return out / "report.md"

@@ -287,6 +287,7 @@ def test_seeds_pair_arms_over_every_seed_and_the_claims(tmp_path):
     report = write_seeds_report(tmp_path / "out", [s0, s1]).read_text()
     assert "| multi-turn | 2 | 2.0 (2 / 2; p = " in report and "multi-turn (2 seeds) is ahead of feedback-random (1)" in report
     assert json.loads((tmp_path / "out" / "results.json").read_text())["base"] == {"pass@1": 1, "1@3": 1}
+    assert (tmp_path / "out" / "eval.png").stat().st_size > 0 and "![eval.png](eval.png)" in report
 
 
 def test_seeds_refuse_another_untrained_evaluation_naming_the_dir(tmp_path, capsys):
