@@ -157,14 +157,12 @@ def cmd_learn(args) -> int:
 
 
 def cmd_study(args) -> int:
-    from studies import study
+    from studies import study, study_seeds
 
     if args.action == "report":
         return _redraw(lambda: study.write_report(Path(args.out), Path(args.runs)))
     if args.action == "seeds":
-        from studies.study_seeds import write_seeds_report
-
-        return _redraw(lambda: write_seeds_report(Path(args.out), [Path(r) for r in args.runs.split(",")]))
+        return _redraw(lambda: study_seeds.write_seeds_report(Path(args.out), [Path(r) for r in args.runs.split(",")]))
     problem = study.check(args)
     if problem:
         console.print(f"[bold red]error:[/] {problem}", highlight=False)
@@ -347,14 +345,12 @@ def build_parser() -> argparse.ArgumentParser:
         p = study.add_parser(action, help=text)
         add_arguments(p)
         p.set_defaults(fn=cmd_study)
-    p = study.add_parser("report", help="write OUT/report.md and PNGs from the arms finished so far")
-    p.add_argument("--out", default="reports/study")
-    p.add_argument("--runs", default="runs/study")
-    p.set_defaults(fn=cmd_study)
-    p = study.add_parser("seeds", help="pair the arms over several seeds: one study run dir per seed, one untrained eval")
-    p.add_argument("--runs", required=True, help="comma-separated study run dirs, one per seed")
-    p.add_argument("--out", default="reports/study-seeds")
-    p.set_defaults(fn=cmd_study)
+    for action, text, runs in (("report", "write OUT/report.md and PNGs from the arms finished so far", "runs/study"),
+                               ("seeds", "pair the arms over seeds: --runs A,B, one study run dir per seed", None)):
+        p = study.add_parser(action, help=text)
+        p.add_argument("--out", default=f"reports/study{'-seeds' if runs is None else ''}")
+        p.add_argument("--runs", default=runs, required=runs is None)
+        p.set_defaults(fn=cmd_study)
 
     p = sub.add_parser("plot", help="PNG learning curves of a training run")
     p.add_argument("run_dir")
