@@ -162,7 +162,7 @@ def cmd_study(args) -> int:
     if args.action == "report":
         return _redraw(lambda: study.write_report(Path(args.out), Path(args.runs)))
     if args.action == "seeds":
-        return _redraw(lambda: study_seeds.write_seeds_report(Path(args.out), [Path(r) for r in args.runs.split(",")]))
+        return _redraw(lambda: study_seeds.write_seeds_report(Path(args.out), [Path(r) for r in args.runs.split(",") if r]))
     problem = study.check(args)
     if problem:
         console.print(f"[bold red]error:[/] {problem}", highlight=False)

@@ -21,13 +21,20 @@ from studies.stats import mcnemar_exact, paired
 OUT = "learning-pooled"
 
 
+def _copy_of_a_version(path: Path) -> bool:
+    """``reports/learning/`` (the current recipe) whose per-problem file is a ``learning-vN/``'s, byte for
+    byte: the same runs, counted once under the versioned name."""
+    data = path.read_bytes()
+    return path.parent.name == "learning" and any(
+        p.read_bytes() == data for p in path.parent.parent.glob("learning-*/per_problem.jsonl")
+        if p.parent.name != OUT)
+
+
 def read_runs(reports: Path) -> list[dict]:
-    """One entry per (report, seed): the base and trained pass@1 outcomes per problem. A report whose
-    per-problem file is a copy of one read before (``reports/learning/``, the current recipe, is also its
-    ``learning-vN``) is counted once, under its versioned name."""
-    runs, seen = [], {}
-    for path in sorted(reports.glob("learning*/per_problem.jsonl"), key=str):  # learning-vN/ before learning/
-        if path.parent.name == OUT or seen.setdefault(path.read_bytes(), path) != path:
+    """One entry per (report, seed): the base and trained pass@1 outcomes per problem."""
+    runs = []
+    for path in sorted(reports.glob("learning*/per_problem.jsonl")):
+        if path.parent.name == OUT or _copy_of_a_version(path):
             continue
         by_seed: dict[int, tuple[dict, dict]] = defaultdict(lambda: ({}, {}))
         for n, r in enumerate(read_jsonl(path), 1):

@@ -79,7 +79,13 @@ def all_seeds_exact(base: dict[str, bool], trained: list[dict[str, bool]]) -> di
 
 def outcomes(eval_dir: Path) -> dict[str, dict[str, bool]]:
     """``{"pass@1": {id: bool}, "1@T": {id: bool}}`` from an evaluation's results.jsonl (one rollout)."""
+    try:
+        turns = json.loads((eval_dir / "metrics.json").read_text())["max_turns"]
+    except (KeyError, TypeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{eval_dir / 'metrics.json'}: needs max_turns ({e!r})") from None
     rows = read_jsonl(eval_dir / "results.jsonl")
-    turns = json.loads((eval_dir / "metrics.json").read_text())["max_turns"]
-    return {"pass@1": {r["id"]: r["first_turn_solved"] > 0 for r in rows},
-            f"1@{turns}": {r["id"]: r["solved"] > 0 for r in rows}}
+    try:
+        return {"pass@1": {r["id"]: r["first_turn_solved"] > 0 for r in rows},
+                f"1@{turns}": {r["id"]: r["solved"] > 0 for r in rows}}
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{eval_dir / 'results.jsonl'}: every row needs id, first_turn_solved, solved ({e!r})") from None

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import yaml
+
 from studies.stats import groups_exact, outcomes
 from studies.study import ARMS
 from studies.study_report import CLAIMS
@@ -21,8 +23,16 @@ def _evaluated(run_dir: Path) -> bool:
     return (run_dir / "eval" / "results.jsonl").exists() and (run_dir / "eval" / "metrics.json").exists()
 
 
-def read_seeds(runs: list[Path]) -> tuple[dict, dict[str, list[dict]], str]:
-    """The untrained outcomes, each arm's outcomes per seed dir (in ``runs`` order) and the 1@T key."""
+def _seed(arm_dir: Path) -> int | None:
+    """The arm's ``run.seed`` from the config it was trained under (None where none was saved)."""
+    saved = arm_dir / "config.yaml"
+    return yaml.safe_load(saved.read_text()).get("run", {}).get("seed") if saved.exists() else None
+
+
+def read_seeds(runs: list[Path]) -> tuple[dict, dict[str, list[tuple[int | None, dict]]], str]:
+    """The untrained outcomes, each arm's (seed, outcomes) per seed dir (in ``runs`` order) and the 1@T key."""
+    if len({d.resolve() for d in runs}) < len(runs):
+        raise ValueError(f"--runs names a run dir twice ({', '.join(map(str, runs))}): each dir is one seed")
     base, arms = None, {}
     for d in runs:
         if not _evaluated(d / "base"):
@@ -35,10 +45,13 @@ def read_seeds(runs: list[Path]) -> tuple[dict, dict[str, list[dict]], str]:
         order = {a: i for i, a in enumerate(ARMS)}  # the study's order: the recipe (multi-turn) first
         for arm_dir in sorted((p for p in d.iterdir() if p.is_dir() and p.name != "base" and _evaluated(p)),
                               key=lambda p: (order.get(p.name, len(order)), p.name)):
-            got = outcomes(arm_dir / "eval")
+            got, seed = outcomes(arm_dir / "eval"), _seed(arm_dir)
             if set(got) != set(base) or set(got["pass@1"]) != set(base["pass@1"]):
                 raise ValueError(f"{arm_dir / 'eval'}: evaluated on other problems or turns than the untrained model")
-            arms.setdefault(arm_dir.name, []).append(got)
+            if seed is not None and seed in [s for s, _ in arms.get(arm_dir.name, [])]:
+                raise ValueError(f"{arm_dir}: arm {arm_dir.name} trained with run.seed={seed} in another --runs dir too "
+                                 "(one seed would count twice)")
+            arms.setdefault(arm_dir.name, []).append((seed, got))
     if base is None:
         raise ValueError("study seeds needs at least one --runs dir")
     return base, arms, next(k for k in base if k != "pass@1")
@@ -50,18 +63,23 @@ def _recovered(o: dict, k13: str) -> int:
 
 def seeds_results(runs: list[Path], out: Path) -> dict:
     base, arms, k13 = read_seeds(runs)
-    res = {"regenerate": f"proctor study seeds --runs {','.join(map(str, runs))} --out {out}", "at": k13, "base": {m: sum(base[m].values()) for m in ("pass@1", k13)},
-           "arms": {}, "claims": []}
+    res = {"regenerate": f"proctor study seeds --runs {','.join(map(str, runs))} --out {out}", "at": k13,
+           "base": {m: sum(base[m].values()) for m in ("pass@1", k13)}, "arms": {}, "claims": []}
     for arm, evals in arms.items():
-        res["arms"][arm] = {"seeds": len(evals), "recovered": [_recovered(o, k13) for o in evals],
-                            **{m: {"per_seed": [sum(o[m].values()) for o in evals],
-                                   **groups_exact([o[m] for o in evals], [base[m]])} for m in ("pass@1", k13)}}
+        res["arms"][arm] = {"seeds": [seed for seed, _ in evals], "recovered": [_recovered(o, k13) for _, o in evals],
+                            **{m: {"per_seed": [sum(o[m].values()) for _, o in evals],
+                                   **groups_exact([o[m] for _, o in evals], [base[m]])} for m in ("pass@1", k13)}}
     for a, b, text in CLAIMS:
         if a in arms and b in arms:
-            res["claims"].append({"arm": a, "against": b, "claim": text, "seeds": [len(arms[a]), len(arms[b])],
-                                  **{m: groups_exact([o[m] for o in arms[a]], [o[m] for o in arms[b]])
+            res["claims"].append({"arm": a, "against": b, "claim": text,
+                                  "seeds": [res["arms"][a]["seeds"], res["arms"][b]["seeds"]],
+                                  **{m: groups_exact([o[m] for _, o in arms[a]], [o[m] for _, o in arms[b]])
                                      for m in ("pass@1", k13)}})
     return res
+
+
+def _seeds(seeds: list) -> str:
+    return ", ".join("?" if x is None else str(x) for x in seeds)
 
 
 def _cell(x: dict) -> str:
@@ -71,21 +89,24 @@ def _cell(x: dict) -> str:
 def markdown(res: dict) -> str:
     k13 = res["at"]
     lines = ["# Learning study over seeds", "",
-             f"Regenerate: `{res['regenerate']}`. One seed per run dir, one untrained "
-             "evaluation shared by all; p = the exact permutation test over every seed on each side, problem by problem "
-             "(one seed against one: McNemar's exact test).", "",
-             f"| arm | seeds | pass@1: mean (per seed; p against untrained) | {k13} | recovered by feedback |",
-             "|---|---|---|---|---|",
-             f"| untrained | 1 | {res['base']['pass@1']} | {res['base'][k13]} | |"]
+             f"Regenerate: `{res['regenerate']}`. One seed per run dir (`run.seed` of the arm's saved config), "
+             "one untrained evaluation shared by all; p = the exact permutation test over every seed on each side, "
+             "problem by problem (one seed against one: McNemar's exact test). The unit is the problem: the test asks "
+             "whether these trained models differ, not whether another seed of each arm would (a seed's luck moves "
+             "many problems at once); read it beside the per-seed counts.", "",
+             f"| arm | seeds | pass@1: mean (per seed, in the seeds' order; p against untrained) | {k13} | "
+             "recovered by feedback |", "|---|---|---|---|---|",
+             f"| untrained | - | {res['base']['pass@1']} | {res['base'][k13]} | |"]
     for arm, r in res["arms"].items():
-        lines.append(f"| {arm} | {r['seeds']} | {_cell(r['pass@1'])} | {_cell(r[k13])} | "
+        lines.append(f"| {arm} | {_seeds(r['seeds'])} | {_cell(r['pass@1'])} | {_cell(r[k13])} | "
                      f"{' / '.join(map(str, r['recovered']))} |")
     if res["claims"]:
         lines += ["", f"The papers' directions, arm against arm over all seeds (read at {k13}; pass@1 beside):", ""]
     for c in res["claims"]:
         x, y = c[k13], c["pass@1"]
         where = "ahead of" if x["diff"] > 0 else "behind" if x["diff"] < 0 else "level with"
-        lines.append(f"- {c['claim']}: {c['arm']} ({c['seeds'][0]} seeds) is {where} {c['against']} ({c['seeds'][1]}) at "
+        lines.append(f"- {c['claim']}: {c['arm']} (seeds {_seeds(c['seeds'][0])}) is {where} {c['against']} "
+                     f"(seeds {_seeds(c['seeds'][1])}) at "
                      f"{k13}: {x['a_mean']:.1f} vs {x['b_mean']:.1f}, p = {x['p_value']:.3g}"
                      f"{' (p < 0.05)' if x['p_value'] < 0.05 else ''}; pass@1 {y['a_mean']:.1f} vs {y['b_mean']:.1f}, "
                      f"p = {y['p_value']:.3g}.")
@@ -109,7 +130,7 @@ def _plot(out: Path, res: dict) -> str:
         ax.bar_label(bars, fmt="%.1f", fontsize=8)
         for x, v in zip(xs, seeds):
             ax.plot([x] * len(v), v, "k.", ms=6)
-    ax.set_xticks(range(len(names)), [f"{n} ({res['arms'][n]['seeds'] if n in res['arms'] else 1})" for n in names],
+    ax.set_xticks(range(len(names)), [f"{n} ({len(res['arms'][n]['seeds']) if n in res['arms'] else 1})" for n in names],
                   rotation=20)
     ax.set_ylabel("problems solved (dots: one seed each)")
     ax.set_ylim(0, 1.3 * max(max(r[k13]["per_seed"]) for r in res["arms"].values()) if res["arms"] else None)

@@ -40,7 +40,7 @@ def test_pool_counts_runs_problems_and_base_settings(tmp_path):
 
 def test_pool_sign_test_over_runs(tmp_path):
     for i in range(6):  # six runs, each one problem up
-        _write(tmp_path, f"learning-{i}", {i: (set(), {"P/0"})})
+        _write(tmp_path, f"learning-{i}", {0: (set(), {"P/0"})})  # identical files: still six runs
     res = pool(read_runs(tmp_path))
     assert res["runs_up"] == 6 and res["sign_test_p"] == pytest.approx(2 / 2**6)
     assert res["significant_up"] == 0  # one problem is never significant alone
@@ -57,6 +57,9 @@ def test_write_pooled_skips_its_own_output_and_names_bad_rows(tmp_path):
     copy.mkdir()
     (copy / "per_problem.jsonl").write_text((tmp_path / "learning-a" / "per_problem.jsonl").read_text())
     assert [r["report"] for r in read_runs(tmp_path)] == ["learning-a"]
+    (copy / "per_problem.jsonl").write_text((tmp_path / "learning-a" / "per_problem.jsonl").read_text().replace(
+        '"trained_pass1": true', '"trained_pass1": false'))  # its own run, not a copy: counted
+    assert [r["report"] for r in read_runs(tmp_path)] == ["learning", "learning-a"]
     bad = tmp_path / "learning-b"
     bad.mkdir()
     (bad / "per_problem.jsonl").write_text('{"seed": 0, "id": "P/0"}\n')

@@ -275,17 +275,17 @@ def test_seeds_pair_arms_over_every_seed_and_the_claims(tmp_path):
     (s1 / "feedback-none").mkdir()  # trained, not evaluated: left out
     res = seeds_results([s0, s1], tmp_path / "out")
     multi = res["arms"]["multi-turn"]
-    assert multi["seeds"] == 2 and multi["recovered"] == [2, 2]
+    assert multi["seeds"] == [None, None] and multi["recovered"] == [2, 2]  # no saved config: seed unknown
     assert multi["pass@1"]["per_seed"] == [2, 2] and multi["1@3"]["per_seed"] == [4, 4]
     assert multi["1@3"]["p_value"] == pytest.approx(groups_exact(
         [{f"P/{i}": v for i, v in enumerate(f)} for f in ([T, T, T, T, F, F], [T, F, T, T, T, F])],
         [{f"P/{i}": v for i, v in enumerate(base[1])}])["p_value"])
-    assert "feedback-none" not in res["arms"] and res["arms"]["feedback-random"]["seeds"] == 1
+    assert "feedback-none" not in res["arms"] and res["arms"]["feedback-random"]["seeds"] == [None]
     (claim,) = res["claims"]
-    assert (claim["arm"], claim["against"], claim["seeds"]) == ("multi-turn", "feedback-random", [2, 1])
+    assert (claim["arm"], claim["against"], claim["seeds"]) == ("multi-turn", "feedback-random", [[None, None], [None]])
     assert claim["1@3"]["a_mean"] == 4 and claim["1@3"]["b_mean"] == 1
     report = write_seeds_report(tmp_path / "out", [s0, s1]).read_text()
-    assert "| multi-turn | 2 | 2.0 (2 / 2; p = " in report and "multi-turn (2 seeds) is ahead of feedback-random (1)" in report
+    assert "| multi-turn | ?, ? | 2.0 (2 / 2; p = " in report and "multi-turn (seeds ?, ?) is ahead of feedback-random" in report
     assert json.loads((tmp_path / "out" / "results.json").read_text())["base"] == {"pass@1": 1, "1@3": 1}
     assert (tmp_path / "out" / "eval.png").stat().st_size > 0 and "![eval.png](eval.png)" in report
 
@@ -301,3 +301,20 @@ def test_seeds_refuse_another_untrained_evaluation_naming_the_dir(tmp_path, caps
     (s1 / "base" / "eval" / "metrics.json").unlink()
     assert main(["study", "seeds", "--runs", f"{s0},{s1}", "--out", str(tmp_path / "out")]) == 2
     assert "no untrained evaluation" in capsys.readouterr().out
+
+
+def test_seeds_refuse_one_seed_counted_twice(tmp_path, capsys):
+    s0, s1 = tmp_path / "s0", tmp_path / "s1"
+    for d in (s0, s1):
+        _study(d, ([T, F], [T, F]), {"multi-turn": ([T, T], [T, T])})
+    (s0 / "multi-turn" / "config.yaml").write_text("run:\n  seed: 0\n")
+    (s1 / "multi-turn" / "config.yaml").write_text("run:\n  seed: 1\n")
+    assert seeds_results([s0, s1], tmp_path / "out")["arms"]["multi-turn"]["seeds"] == [0, 1]
+    (s1 / "multi-turn" / "config.yaml").write_text("run:\n  seed: 0\n")  # the same seed trained twice
+    assert main(["study", "seeds", "--runs", f"{s0},{s1}", "--out", str(tmp_path / "out")]) == 2
+    assert f"{s1 / 'multi-turn'}: arm multi-turn trained with run.seed=0" in capsys.readouterr().out
+    assert main(["study", "seeds", "--runs", f"{s0},{s0}/", "--out", str(tmp_path / "out")]) == 2
+    assert "names a run dir twice" in capsys.readouterr().out
+    (s0 / "base" / "eval" / "results.jsonl").write_text('{"id": "P/0"}\n')  # a bad row: named, no traceback
+    assert main(["study", "seeds", "--runs", f"{s0}", "--out", str(tmp_path / "out")]) == 2
+    assert "results.jsonl: every row needs id, first_turn_solved, solved" in capsys.readouterr().out
