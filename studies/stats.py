@@ -77,6 +77,11 @@ def all_seeds_exact(base: dict[str, bool], trained: list[dict[str, bool]]) -> di
             "p_value": g["p_value"]}
 
 
+def has_outcomes(eval_dir: Path) -> bool:
+    """Whether ``eval_dir`` holds a finished evaluation that ``outcomes`` reads."""
+    return (eval_dir / "results.jsonl").exists() and (eval_dir / "metrics.json").exists()
+
+
 def outcomes(eval_dir: Path) -> dict[str, dict[str, bool]]:
     """``{"pass@1": {id: bool}, "1@T": {id: bool}}`` from an evaluation's results.jsonl (one rollout)."""
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 from cluster.config import CONFIG_DIR, LOCAL_CONFIG
 from cluster.metrics import read_jsonl
 from reward.outcome import RETRY_KINDS
-from studies.stats import outcomes, paired
+from studies.stats import has_outcomes, outcomes, paired
 
 # The papers' directions, each (arm, against, what the papers found): the report pairs them per problem.
 CLAIMS = [("multi-turn", "feedback-random", "real execution feedback beats random feedback (RLEF)"),
@@ -142,7 +142,7 @@ def _paired(arms: list[str], runs: Path) -> list[str]:
     """Per-problem pairs (McNemar's exact test): each arm against the untrained model, then the papers'
     claims arm against arm. Arms without per-problem results (an older study) are left out."""
     found = {a: outcomes(runs / a / "eval") for a in ["base", *arms]
-             if (runs / a / "eval" / "results.jsonl").exists() and (runs / a / "eval" / "metrics.json").exists()}
+             if has_outcomes(runs / a / "eval")}
     if "base" not in found or len(found) < 2:
         return []
     k13 = next(k for k in found["base"] if k != "pass@1")

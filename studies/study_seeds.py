@@ -14,13 +14,9 @@ from pathlib import Path
 
 import yaml
 
-from studies.stats import groups_exact, outcomes
+from studies.stats import groups_exact, has_outcomes, outcomes
 from studies.study import ARMS
 from studies.study_report import CLAIMS
-
-
-def _evaluated(run_dir: Path) -> bool:
-    return (run_dir / "eval" / "results.jsonl").exists() and (run_dir / "eval" / "metrics.json").exists()
 
 
 def _seed(arm_dir: Path) -> int | None:
@@ -34,16 +30,16 @@ def read_seeds(runs: list[Path]) -> tuple[dict, dict[str, list[tuple[int | None,
     if len({d.resolve() for d in runs}) < len(runs):
         raise ValueError(f"--runs names a run dir twice ({', '.join(map(str, runs))}): each dir is one seed")
     base, arms = None, {}
+    order = {a: i for i, a in enumerate(ARMS)}  # the study's order: the recipe (multi-turn) first
     for d in runs:
-        if not _evaluated(d / "base"):
+        if not has_outcomes(d / "base" / "eval"):
             raise FileNotFoundError(f"{d / 'base' / 'eval'}: no untrained evaluation (results.jsonl, metrics.json)")
         b = outcomes(d / "base" / "eval")
         if base is not None and b != base:
             raise ValueError(f"{d / 'base' / 'eval'}: another untrained evaluation than {runs[0] / 'base' / 'eval'}'s "
                              "(the seeds must share one; copy it in before the study)")
         base = b
-        order = {a: i for i, a in enumerate(ARMS)}  # the study's order: the recipe (multi-turn) first
-        for arm_dir in sorted((p for p in d.iterdir() if p.is_dir() and p.name != "base" and _evaluated(p)),
+        for arm_dir in sorted((p for p in d.iterdir() if p.is_dir() and p.name != "base" and has_outcomes(p / "eval")),
                               key=lambda p: (order.get(p.name, len(order)), p.name)):
             got, seed = outcomes(arm_dir / "eval"), _seed(arm_dir)
             if set(got) != set(base) or set(got["pass@1"]) != set(base["pass@1"]):
