@@ -21,13 +21,17 @@ from reward.shaping import ReplyScores, dense_rewards, line_stats
 
 
 class PRMScorer:
-    def __init__(self, prm_dir: str | Path, threads: int = 1, batch_size: int = 4):
+    def __init__(self, prm_dir: str | Path, threads: int = 1, batch_size: int = 4, dtype: str = "float32"):
         from transformers import AutoTokenizer
+
+        from learner.model import resolve_dtype
 
         torch.set_num_threads(threads)
         self.tok = AutoTokenizer.from_pretrained(str(prm_dir))
         # On the GPU when the actor was given one (Ray exposes only the GPUs an actor asked for).
-        self.model = PRM.from_pretrained(prm_dir).to("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.dtype = resolve_dtype(dtype, device)
+        self.model = PRM.from_pretrained(prm_dir, dtype=self.dtype).to(device)
         self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
         self.batch_size = batch_size
 
@@ -67,7 +71,7 @@ class ProcessRewards:
 
         self.cfg, self.replaced = cfg, 0
         self._spawn = lambda: prm_actor_class().options(num_cpus=cfg.prm_cpus).remote(
-            str(Path(cfg.prm_model).resolve()), threads)
+            str(Path(cfg.prm_model).resolve()), threads, dtype=cfg.prm_dtype)
         self.actor = self._spawn()
         if ray.get(self.actor.vocab.remote()) != vocab:
             raise ValueError(f"reward.prm_model {cfg.prm_model}: its tokenizer differs from the policy's; the PRM "

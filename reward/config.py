@@ -27,6 +27,9 @@ class RewardConfig(BaseModel):
     prm_weight_incorrect: float = Field(default=0.1, ge=0, description="lambda-: dense weight when it fails")
     prm_critic_init: bool = Field(default=False, description="start the critic from the PRM (backbone and head)")
     prm_cpus: float = Field(default=0.25, ge=0, description="Ray CPUs reserved for the PRM scoring actor")
+    prm_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        default="float32", description="the scoring actor's weights and activations; auto = bfloat16 where its device "
+        "runs it fast (a CPU with AMX: a 0.5B PRM scores a batch ~4x faster than in float32), float32 elsewhere")
 
     @model_validator(mode="after")
     def _prm_needs_a_model(self):

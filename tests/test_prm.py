@@ -126,6 +126,11 @@ def test_prm_train_score_and_critic_init(label_rows, prm_dir, tok):
     assert all(-1 <= s <= 1 for s in scored.scores)
     assert [ln.last_token for ln in scored.code] == [t for t, k in zip(r["line_last_tokens"], r["line_kinds"])
                                                      if k == "code"]
+    # reward.prm_dtype=bfloat16 (AMX): the same lines scored, to within bf16's rounding
+    bf16 = PRMScorer(out, dtype="bfloat16")
+    [[low]] = bf16.score([(ids, [span], None)])
+    assert bf16.dtype == "bfloat16" and next(bf16.model.parameters()).dtype == torch.bfloat16
+    assert low.scores == pytest.approx(scored.scores, abs=0.05) and low.scores != scored.scores
 
     # The learner's critic loads the PRM directory as is: same values at the line ends (mse: unclipped raw).
     from learner.model import ValueModel
