@@ -160,9 +160,11 @@ class Run:
             self.console.print(f"learner.dtype=auto -> {self.learner.dtype} (bf16 on a CPU with AMX or a CUDA GPU "
                                "with bf16, float32 elsewhere)")
         if cfg.learner.lora_rank and cfg.reward.prm_critic_init:
+            critic = (f"its rank-{cfg.learner.critic_lora_rank} adapters and head train" if cfg.learner.critic_lora_rank
+                      else "trains in full, without adapters")
             self.console.print(f"LoRA with reward.prm_critic_init: the policy trains rank-{cfg.learner.lora_rank} "
                                "adapters on its frozen base; the critic is a separate network started from the PRM "
-                               "(backbone and value head) and trains in full, without adapters")
+                               f"(backbone and value head): {critic}")
 
     def record_placement(self) -> None:
         """``RUN_DIR/placement.json``: the node of each learner rank's and engine's bundle."""
