@@ -46,7 +46,10 @@ def _what(arm: str, row: dict) -> str:
     """The table's "what it changes": on a recipe other than local.yaml, the overrides themselves (the
     arm configs' comments speak of local.yaml)."""
     if "switch" in row and Path(row["recipe"]).resolve() != LOCAL_CONFIG.resolve():
-        return " ".join(f"`{o}`" for o in row["switch"]) or "nothing: the recipe itself"
+        # each switched key with the value it trained under (the last override wins, e.g. --prm-model's)
+        switch = dict(o.split("=", 1) for o in row["switch"])
+        switch.update(o.split("=", 1) for o in row.get("overrides", []) if o.split("=", 1)[0] in switch)
+        return " ".join(f"`{k}={v}`" for k, v in switch.items()) or "nothing: the recipe itself"
     return _switch(arm)
 
 

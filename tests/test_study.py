@@ -187,6 +187,12 @@ def test_arms_on_a_recipe_are_the_recipe_plus_their_switch(tmp_path):
     assert cfg.run.iterations == 5 and cfg.rollout.max_new_tokens == 256 and cfg.run.save_policy
     critic = load_config(recipe, study.arm_overrides(a, "prm-dense-critic"))
     assert critic.learner.advantage == "gae" and critic.reward.prm_critic_init  # a critic to initialise
+    # the report's "what it changes" shows the PRM it trained with (--prm-model), not the arm file's default
+    row = {"recipe": recipe, "switch": study.arm_switch("prm-dense-critic"),
+           "overrides": study.arm_overrides(a, "prm-dense-critic")}
+    what = study_report._what("prm-dense-critic", row)
+    assert f"`reward.prm_model={tmp_path}`" in what and "runs/prm/model" not in what
+    assert "`reward.prm_critic_init=true`" in what
     assert load_config(recipe, study.arm_overrides(a, "single-turn")).rollout.max_turns == 1
     # the default recipe (configs/local.yaml) keeps the short-run lr that its 50-step warm-up needs
     local = study.arm_overrides(_args([]), "single-turn")
