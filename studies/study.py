@@ -37,7 +37,8 @@ from cluster.config import CONFIG_DIR, LOCAL_CONFIG, ConfigError, config_changes
 from studies.runner import add_wall, log_tail, run_cli
 from studies.study_report import latest, read_rows, write_report
 
-ARMS = ["multi-turn", "single-turn", "feedback-none", "prm-dense-critic", "feedback-random", "prm-dense"]
+ARMS = ["multi-turn", "single-turn", "feedback-none", "prm-dense-critic", "feedback-random", "prm-dense",
+        "outcome-critic"]
 PRM_ARMS = {"prm-dense", "prm-dense-critic"}
 # The same for every arm: no in-training eval (the study evaluates), the final policy saved.
 COMMON = ["run.eval_problems=0", "run.save_policy=true"]

@@ -16,7 +16,11 @@ CLAIMS = [("multi-turn", "feedback-random", "real execution feedback beats rando
           ("multi-turn", "feedback-none", "real execution feedback beats none"),
           ("multi-turn", "single-turn", "multi-turn training gains more at 1@T than single-turn (RLEF)"),
           ("prm-dense", "multi-turn", "dense PRM rewards >= outcome-only (PSGPO)"),
-          ("prm-dense-critic", "multi-turn", "dense PRM rewards + critic init >= outcome-only (PSGPO)")]
+          ("prm-dense-critic", "multi-turn", "dense PRM rewards + critic init >= outcome-only (PSGPO)"),
+          # the same two against outcome-only PPO with the same critic (on a critic-free recipe, the fair baseline)
+          ("prm-dense", "outcome-critic", "dense PRM rewards >= outcome-only, both PPO with a critic (PSGPO)"),
+          ("prm-dense-critic", "outcome-critic", "dense PRM rewards + critic init >= outcome-only, both PPO with "
+           "a critic (PSGPO)")]
 
 
 def read_rows(path: Path) -> list[dict]:

@@ -89,6 +89,7 @@ ABLATIONS = {  # each ablation config changes exactly these keys of configs/loca
     "prm-dense": {"reward.prm": True, "reward.prm_model": "runs/prm/model", "learner.value_level": "token"},
     "prm-dense-critic": {"reward.prm": True, "reward.prm_model": "runs/prm/model", "learner.value_level": "token",
                          "reward.prm_critic_init": True},
+    "outcome-critic": {"learner.value_level": "token"},  # local.yaml is gae already; on the recipe it is the estimator
 }
 
 
