@@ -16,7 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from cluster.metrics import read_jsonl
-from studies.stats import mcnemar_exact, paired
+from studies.stats import mcnemar_exact, net_needed, paired, seed_power
 
 OUT = "learning-pooled"
 
@@ -65,6 +65,22 @@ def base_settings(runs: list[dict]) -> list[dict]:
     return settings
 
 
+def power_by_report(rows: list[dict]) -> list[dict]:
+    """What each report's runs imply for a per-seed goal (p < 0.05 on every seed): its flips per run and the
+    share of them that are gains, the net a run needs at that many flips, and the chance that one seed (and
+    two seeds) get there if every flip is a gain with that share."""
+    out = []
+    for report in dict.fromkeys(r["report"] for r in rows):
+        rs = [r for r in rows if r["report"] == report]
+        gained, lost = sum(r["gained"] for r in rs), sum(r["lost"] for r in rs)
+        flips = round((gained + lost) / len(rs))
+        share = gained / (gained + lost) if gained + lost else 0.5
+        power = seed_power(flips, share)
+        out.append({"report": report, "runs": len(rs), "gained": gained, "lost": lost, "gain_share": share,
+                    "flips": flips, "net_needed": net_needed(flips), "seed_power": power, "two_seeds": power**2})
+    return out
+
+
 def pool(runs: list[dict]) -> dict:
     rows, moved = [], defaultdict(lambda: [0, 0])
     for r in runs:
@@ -87,7 +103,7 @@ def pool(runs: list[dict]) -> dict:
             "churn_mean": statistics.mean(r["gained"] + r["lost"] for r in rows),
             "most_gained": [[pid, g, lo] for pid, (g, lo) in reversed(by_net[-10:]) if g > lo],
             "most_lost": [[pid, g, lo] for pid, (g, lo) in by_net[:10] if lo > g],
-            "base_settings": base_settings(runs)}
+            "base_settings": base_settings(runs), "power": power_by_report(rows)}
 
 
 def markdown(res: dict) -> str:
@@ -112,6 +128,15 @@ def markdown(res: dict) -> str:
         flips = ", ".join(f"{k} {v}" for k, v in s.get("flips", {}).items())
         lines.append(f"| {s['name']} | {s['pass1']}/{s['problems']} | {flips} | {s['runs']} | {s['trained_mean']:.1f} | "
                      f"{', '.join(s['reports'])} |")
+    lines += ["", "## What each report's runs imply for a per-seed goal", "",
+              "p < 0.05 on one seed takes a net gain that grows with the problems a run flips. If each flip is a "
+              "gain with the share seen over the report's runs, one seed gets there with the chance below "
+              "(binomial), two seeds with its square. Best first.", "",
+              "| report | runs | gained / lost (all runs) | gain share | flips per run | net needed | one seed | two seeds |",
+              "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {p['report']} | {p['runs']} | +{p['gained']} / -{p['lost']} | {p['gain_share']:.2f} | {p['flips']} | "
+              f"{p['net_needed'] if p['net_needed'] is not None else '-'} | {p['seed_power']:.2f} | {p['two_seeds']:.2f} |"
+              for p in sorted(res["power"], key=lambda p: -p["seed_power"])]
     lines += ["", "## Runs", "", "| report | seed | base | trained | gained / lost | p |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['report']} | {r['seed']} | {r['base']} | {r['trained']} | +{r['gained']} / -{r['lost']} | "
               f"{r['p_value']:.3g} |" for r in res["runs"]]

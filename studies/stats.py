@@ -19,6 +19,25 @@ def mcnemar_exact(b: int, c: int) -> float:
     return min(1.0, 2 * tail)
 
 
+def net_needed(flips: int, alpha: float = 0.05) -> int | None:
+    """The smallest net gain (gained - lost) that McNemar's exact test calls significant when ``flips``
+    problems flip in all (gained + lost = flips); None when no split of so few flips is."""
+    for gained in range((flips + 1) // 2, flips + 1):
+        if mcnemar_exact(gained, flips - gained) < alpha:
+            return 2 * gained - flips
+    return None
+
+
+def seed_power(flips: int, gain_share: float, alpha: float = 0.05) -> float:
+    """The chance that one run is significantly better (p < alpha) when ``flips`` problems flip and each flip
+    is a gain with probability ``gain_share`` (independently): the binomial mass above ``net_needed``."""
+    need = net_needed(flips, alpha)
+    if need is None:
+        return 0.0
+    return sum(math.comb(flips, k) * gain_share**k * (1 - gain_share) ** (flips - k)
+               for k in range((flips + need) // 2, flips + 1))
+
+
 def _same_problems(base: dict[str, bool], trained: dict[str, bool]) -> None:
     if set(base) != set(trained):
         raise ValueError(f"paired outcomes need the same problems: {len(set(base) ^ set(trained))} differ")

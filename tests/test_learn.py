@@ -1,12 +1,13 @@
 """The learning recipe's statistics and report (on synthetic evaluations), and dynamic sampling."""
 
 import json
+import math
 
 import pytest
 
 from learner.batch import Sample, informative
 from studies.learn import one_return, write_report
-from studies.stats import all_seeds_exact, mcnemar_exact, paired
+from studies.stats import all_seeds_exact, mcnemar_exact, net_needed, paired, seed_power
 
 
 def test_mcnemar_exact_by_hand():
@@ -26,6 +27,16 @@ def test_paired_counts_gains_and_losses_and_refuses_other_problems():
     assert p["p_value"] == pytest.approx(mcnemar_exact(2, 1))
     with pytest.raises(ValueError, match="same problems"):
         paired(base, {"a": True})
+
+
+def test_net_needed_and_seed_power_by_hand():
+    assert net_needed(5) is None and net_needed(6) == 6       # 6 / 0 is the first significant split
+    assert net_needed(21) == 11                               # 16 / 5: p = 0.027; 15 / 6: p = 0.078
+    assert mcnemar_exact(16, 5) < 0.05 < mcnemar_exact(15, 6)
+    assert seed_power(6, 1.0) == 1.0 and seed_power(5, 1.0) == 0.0
+    assert seed_power(6, 0.5) == pytest.approx(1 / 64)        # only 6 / 0, each flip a coin
+    assert seed_power(21, 0.5) == pytest.approx(sum(math.comb(21, k) for k in range(16, 22)) / 2**21)
+    assert seed_power(25, 0.62) < seed_power(25, 0.75) < 1
 
 
 def test_all_seeds_exact_is_mcnemar_with_one_seed_and_by_hand_with_two():

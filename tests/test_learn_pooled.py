@@ -44,6 +44,19 @@ def test_pool_sign_test_over_runs(tmp_path):
     res = pool(read_runs(tmp_path))
     assert res["runs_up"] == 6 and res["sign_test_p"] == pytest.approx(2 / 2**6)
     assert res["significant_up"] == 0  # one problem is never significant alone
+    (power,) = [p for p in res["power"] if p["report"] == "learning-0"]
+    assert (power["gain_share"], power["flips"], power["net_needed"], power["seed_power"]) == (1.0, 1, None, 0.0)
+
+
+def test_pool_power_by_report(tmp_path):
+    ids = {f"P/{i}" for i in range(6)}
+    _write(tmp_path, "learning-up", {0: (set(), ids), 1: (set(), ids)})  # 6 / 0 twice: significant each time
+    _write(tmp_path, "learning-mixed", {0: ({"P/0", "P/1"}, {"P/2", "P/3"})})  # +2 / -2
+    power = {p["report"]: p for p in pool(read_runs(tmp_path))["power"]}
+    assert power["learning-up"]["seed_power"] == 1.0 and power["learning-up"]["two_seeds"] == 1.0
+    assert (power["learning-up"]["gained"], power["learning-up"]["flips"], power["learning-up"]["net_needed"]) == (12, 6, 6)
+    assert power["learning-mixed"]["gain_share"] == 0.5 and power["learning-mixed"]["net_needed"] is None
+    assert "| learning-up | 2 | +12 / -0 | 1.00 | 6 | 6 | 1.00 | 1.00 |" in write_pooled(tmp_path).read_text()
 
 
 def test_write_pooled_skips_its_own_output_and_names_bad_rows(tmp_path):
