@@ -1,7 +1,8 @@
 # `make run`: set up, prepare the embedded model, train it with RLEF (`proctor train`, configs/local.yaml;
 # pass overrides with ARGS="run.iterations=10"). `make eval`: RLEF evaluation on HumanEval (3 turns).
 # `make learn`: the CPU learning recipe (proctor learn, configs/learn-cpu.yaml).
-# `make test`: set up, then lint and run the test suite.
+# `make test`: set up, then lint and run the test suite (python -P: the checkout is not on sys.path, so
+# the tests import proctor as installed, by its one namespace).
 .PHONY: setup run eval learn test lint
 
 setup:
@@ -22,5 +23,5 @@ lint: setup
 	.venv/bin/ruff check .
 
 test: lint
-	@.venv/bin/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	@.venv/bin/python -P -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here" >&2; fi; exit $$rc

@@ -34,9 +34,9 @@ def parse_with_config(ap, argv: list[str]):
     console, config, prepared model dir)."""
     import tempfile
 
-    from cluster.config import load_config
-    from cluster.model import resolve
-    from cluster.progress import make_console
+    from proctor.cluster.config import load_config
+    from proctor.cluster.model import resolve
+    from proctor.cluster.progress import make_console
 
     ap.add_argument("--model", default=None)
     ap.add_argument("--shape", choices=sorted(SHAPES), default=None,

@@ -14,7 +14,7 @@ import argparse
 import json
 import time
 
-from bench import parse_with_config
+from proctor.bench import parse_with_config
 
 
 def main(argv: list[str]) -> int:
@@ -27,12 +27,12 @@ def main(argv: list[str]) -> int:
 
     import ray
 
-    from cluster.ray_local import init_ray
-    from problems import load_problems
-    from rollout.engine import EngineGroup
-    from rollout.episode import Conversation
-    from rollout.prompts import first_turn
-    from rollout.types import SamplingSpec
+    from proctor.cluster.ray_local import init_ray
+    from proctor.problems import load_problems
+    from proctor.rollout.engine import EngineGroup
+    from proctor.rollout.episode import Conversation
+    from proctor.rollout.prompts import first_turn
+    from proctor.rollout.types import SamplingSpec
 
     init_ray(cfg.run.ray_address, num_cpus=None)
     from transformers import AutoTokenizer

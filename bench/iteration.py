@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cluster.progress import make_console
+from proctor.cluster.progress import make_console
 
 DIFFERENCES = ("proctor: vLLM engine actor for generation, a weight push to it after the update, DeepSpeed "
                "learner in a Ray actor; GRPO run = group-normalised returns + k3 KL loss (beta 0.05), PPO run = "
@@ -32,8 +32,8 @@ DIFFERENCES = ("proctor: vLLM engine actor for generation, a weight push to it a
 
 
 def _reward(problems: dict, sandbox, cfg):
-    from sandbox_pool.code import extract_code
-    from sandbox_pool.judge import judge
+    from proctor.sandbox_pool.code import extract_code
+    from proctor.sandbox_pool.judge import judge
 
     def reward(prompts, completions, problem_id, **_) -> list[float]:
         out = []
@@ -58,8 +58,8 @@ def run_trl(model_dir: str, problems: list, samples: int, max_tokens: int, cfg, 
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
-    from rollout.prompts import first_turn
-    from sandbox_pool.runner import Sandbox
+    from proctor.rollout.prompts import first_turn
+    from proctor.sandbox_pool.runner import Sandbox
 
     torch.set_num_threads(2)
     rows = [{"prompt": [{"role": "user", "content": first_turn(p)}], "problem_id": p.id} for p in problems]
@@ -105,9 +105,9 @@ def _time_methods(obj, names: list[str]) -> dict[str, float]:
 
 def run_proctor(problems_n: int, samples: int, max_tokens: int, overrides: list[str], console,
                 advantage: str) -> dict:
-    from cluster.config import load_config
-    from cluster.metrics import read_metrics
-    from cluster.train import train
+    from proctor.cluster.config import load_config
+    from proctor.cluster.metrics import read_metrics
+    from proctor.cluster.train import train
 
     cfg = load_config(overrides=[*overrides, "run.iterations=1", "rollout.max_turns=1", "run.eval_problems=0",
                                  f"run.problems_per_iteration={problems_n}", f"rollout.samples_per_problem={samples}",
@@ -118,7 +118,7 @@ def run_proctor(problems_n: int, samples: int, max_tokens: int, overrides: list[
         train(cfg, Path(tmp), console=console)
         total = time.perf_counter() - t0
         [row] = read_metrics(Path(tmp))
-    from learner.model import resolve_dtype
+    from proctor.learner.model import resolve_dtype
 
     return {"learner_dtype": resolve_dtype(cfg.learner.dtype, "cpu"), "rollout_dtype": resolve_dtype(cfg.rollout.dtype, "cpu"),
             "rollout_compile": cfg.rollout.compile,
@@ -143,15 +143,15 @@ def main(argv: list[str]) -> int:
     except ImportError:
         console.print("[bold red]error:[/] this benchmark needs TRL: pip install -e '.[bench]'")
         return 2
-    from cluster.config import load_config
-    from cluster.model import resolve
-    from problems import load_problems
-    from problems.format import Problem
+    from proctor.cluster.config import load_config
+    from proctor.cluster.model import resolve
+    from proctor.problems import load_problems
+    from proctor.problems.format import Problem
 
     cfg = load_config(overrides=args.overrides)
     model_dir = str(resolve(cfg.model.name, log=console.print))
     # proctor draws its iteration's problems with the run seed: TRL gets exactly the same ones.
-    from cluster.train import iteration_problems
+    from proctor.cluster.train import iteration_problems
 
     all_problems = load_problems(cfg.data.train)
     pcfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"problems_per_iteration": args.problems})})

@@ -25,14 +25,14 @@ import random
 import statistics
 import time
 
-import cluster.ray_local  # noqa: F401  (before ray)
-from bench import parse_with_config
+import proctor.cluster.ray_local  # noqa: F401  (before ray)
+from proctor.bench import parse_with_config
 
 DEFAULT_LAYOUTS = "gae:float32:0x1,gae:bfloat16:0x1,grpo:float32:0x1,grpo:bfloat16:0x1"
 
 
 def synthetic(episodes: int, prompt: int, reply: int, vocab: int, seed: int = 0):
-    from learner.batch import Sample
+    from proctor.learner.batch import Sample
 
     rng = random.Random(seed)
     out = []
@@ -50,7 +50,7 @@ def matmul_gflops(dtype: str, threads: int, n: int = 2048, reps: int = 10, devic
     ``device``: on the GPU, each timed between syncs)."""
     import torch
 
-    from learner.model import DTYPES
+    from proctor.learner.model import DTYPES
 
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     before = torch.get_num_threads()
@@ -132,7 +132,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--profile", action="store_true",
                     help="with --device: one more iteration per layout under torch.profiler; prints its costliest ops")
     args, console, cfg, model_dir = parse_with_config(ap, argv)
-    from learner.model import resolve_dtype
+    from proctor.learner.model import resolve_dtype
 
     layouts = {spec: parse_layout(spec) for spec in args.layouts.split(",")}
     for layout in layouts.values():
@@ -142,9 +142,9 @@ def main(argv: list[str]) -> int:
 
     from transformers import AutoConfig
 
-    from cluster.ray_local import init_ray
-    from learner.config import LearnerConfig
-    from learner.group import LearnerGroup
+    from proctor.cluster.ray_local import init_ray
+    from proctor.learner.config import LearnerConfig
+    from proctor.learner.group import LearnerGroup
 
     threads = 2
     peak = {dt: matmul_gflops(dt, threads) for dt in sorted({v["dtype"] for v in layouts.values()})}
@@ -272,9 +272,9 @@ def in_process(args, console, cfg, model_dir: str, layouts: dict) -> int:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from learner.config import LearnerConfig
-    from learner.model import DTYPES
-    from learner.worker import PPOWorker
+    from proctor.learner.config import LearnerConfig
+    from proctor.learner.model import DTYPES
+    from proctor.learner.worker import PPOWorker
 
     device = torch.device(args.device, 0) if args.device == "cuda" else torch.device("cpu")
     cuda = device.type == "cuda"
@@ -363,7 +363,7 @@ def in_process(args, console, cfg, model_dir: str, layouts: dict) -> int:
     return 0
 
 
-if __name__ == "__main__":  # python -m bench.learner: where the CLI's dependencies are not installed
+if __name__ == "__main__":  # python -m proctor.bench.learner: where the CLI's dependencies are not installed
     import sys
 
     sys.exit(main(sys.argv[1:]))

@@ -19,15 +19,15 @@ import asyncio
 import json
 import time
 
-from cluster.config import load_config
-from cluster.model import resolve
-from cluster.progress import make_console
-from problems import load_problems
-from rollout.engine import Engine, sampling_params
-from rollout.episode import Conversation, local_judge, run_episode
-from rollout.prompts import first_turn
-from rollout.types import SamplingSpec
-from sandbox_pool.runner import Sandbox
+from proctor.cluster.config import load_config
+from proctor.cluster.model import resolve
+from proctor.cluster.progress import make_console
+from proctor.problems import load_problems
+from proctor.rollout.engine import Engine, sampling_params
+from proctor.rollout.episode import Conversation, local_judge, run_episode
+from proctor.rollout.prompts import first_turn
+from proctor.rollout.types import SamplingSpec
+from proctor.sandbox_pool.runner import Sandbox
 
 
 def main(argv: list[str]) -> int:

@@ -24,11 +24,11 @@ from concurrent.futures import ThreadPoolExecutor
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-import cluster.ray_local  # noqa: F401  (before anything imports ray)
-from cluster.progress import make_console
-from problems.format import Problem
-from problems.humaneval import convert, humaneval_path
-from sandbox_pool.judge import DEFAULT_OUTPUT_BYTES, request, selected_tests, test_result
+import proctor.cluster.ray_local  # noqa: F401  (before anything imports ray)
+from proctor.cluster.progress import make_console
+from proctor.problems.format import Problem
+from proctor.problems.humaneval import convert, humaneval_path
+from proctor.sandbox_pool.judge import DEFAULT_OUTPUT_BYTES, request, selected_tests, test_result
 
 EXECUTORS = ("pool", "bwrap_per_run", "subprocess_per_run")
 
@@ -48,11 +48,11 @@ def figures(executions: int, passed: int, wall_s: float, lat_s: list[float]) -> 
 
 
 def run_pool(items, slots: int, progress: Progress) -> dict:
-    from cluster.ray_local import init_ray
+    from proctor.cluster.ray_local import init_ray
 
     t0 = time.perf_counter()
     init_ray(num_cpus=2)  # returns at once if Ray is already up (tests)
-    from sandbox_pool.pool import SandboxPool
+    from proctor.sandbox_pool.pool import SandboxPool
 
     pool = SandboxPool(actors=1, backend="forkserver", slots=slots)
     startup = time.perf_counter() - t0
@@ -122,7 +122,7 @@ def main(argv: list[str]) -> int:
 
     import ray
 
-    from sandbox_pool.runner import Sandbox
+    from proctor.sandbox_pool.runner import Sandbox
 
     items = load(args.limit) * args.n
     execs = [(p, c, t, pub) for p, c in items for t, pub in selected_tests(p, "all")]

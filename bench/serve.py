@@ -23,9 +23,9 @@ import time
 
 import psutil
 
-import cluster.ray_local  # noqa: F401  (before anything imports ray)
-from bench.sandbox import load
-from cluster.progress import make_console
+import proctor.cluster.ray_local  # noqa: F401  (before anything imports ray)
+from proctor.bench.sandbox import load
+from proctor.cluster.progress import make_console
 
 KINDS = {"correct": 30, "wrong": 30, "malformed": 8, "oversized": 8, "unknown_field": 8, "slow_writer": 8,
          "slow_reader": 8}
@@ -118,8 +118,8 @@ def main(argv: list[str]) -> int:
     import ray
     from ray import serve
 
-    from cluster.ray_local import init_ray
-    from sandbox_pool.serve import start
+    from proctor.cluster.ray_local import init_ray
+    from proctor.sandbox_pool.serve import start
 
     items = [(p.model_dump(mode="json"), canonical, p.starter_code + "    pass\n") for p, canonical in load(40)]
     ray_was_up = ray.is_initialized()

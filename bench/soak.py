@@ -21,12 +21,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 
-from bench.sandbox import load
-from cluster.progress import make_console, progress
-from sandbox_pool.adversarial import ADVERSARIAL
-from sandbox_pool.bwrap import UID_BASE
-from sandbox_pool.judge import judge
-from sandbox_pool.runner import Sandbox
+from proctor.bench.sandbox import load
+from proctor.cluster.progress import make_console, progress
+from proctor.sandbox_pool.adversarial import ADVERSARIAL
+from proctor.sandbox_pool.bwrap import UID_BASE
+from proctor.sandbox_pool.judge import judge
+from proctor.sandbox_pool.runner import Sandbox
 
 
 def plan(runs: int, every: int) -> list[tuple[str, object, str, set[str] | None]]:

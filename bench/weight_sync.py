@@ -28,8 +28,8 @@ import time
 
 from rich.progress import track
 
-import cluster.ray_local  # noqa: F401  (before ray)
-from bench import parse_with_config
+import proctor.cluster.ray_local  # noqa: F401  (before ray)
+from proctor.bench import parse_with_config
 
 
 def main(argv: list[str]) -> int:
@@ -47,9 +47,9 @@ def main(argv: list[str]) -> int:
 
     import numpy as np
 
-    from cluster.ray_local import init_ray
-    from learner.group import LearnerGroup
-    from rollout.engine import EngineGroup
+    from proctor.cluster.ray_local import init_ray
+    from proctor.learner.group import LearnerGroup
+    from proctor.rollout.engine import EngineGroup
 
     ray = init_ray(num_cpus=2)
     console.print(f"learner (ZeRO {cfg.learner.zero_stage}) and {args.engines} engines on {model_dir}")
@@ -132,8 +132,8 @@ def export_on_device(args, console, cfg, model_dir: str) -> int:
 
     import torch
 
-    from learner.model import resolve_dtype
-    from learner.worker import PPOWorker
+    from proctor.learner.model import resolve_dtype
+    from proctor.learner.worker import PPOWorker
 
     cuda = args.device == "cuda"
 
@@ -182,7 +182,7 @@ def export_on_device(args, console, cfg, model_dir: str) -> int:
     if importlib.util.find_spec("ray") is not None:
         import ray
 
-        from cluster.ray_local import init_ray
+        from proctor.cluster.ray_local import init_ray
 
         started = not ray.is_initialized()
         init_ray(num_cpus=2)
@@ -195,7 +195,7 @@ def export_on_device(args, console, cfg, model_dir: str) -> int:
     return 0
 
 
-if __name__ == "__main__":  # python -m bench.weight_sync: where the CLI's dependencies are not installed
+if __name__ == "__main__":  # python -m proctor.bench.weight_sync: where the CLI's dependencies are not installed
     import sys
 
     sys.exit(main(sys.argv[1:]))

@@ -6,7 +6,7 @@
     proctor model soup ADAPTER_DIR... --out DIR [--base M]
     proctor train [--config C] [--run-dir D] [--resume RUN_DIR] [key=value ...]
     proctor plot RUN_DIR
-    proctor learn [--config configs/learn-cpu.yaml] [--seeds 0,1] [--report-only] [--pool reports] [key=value ...]
+    proctor learn [--config learn-cpu] [--seeds 0,1] [--report-only] [--pool reports] [key=value ...]
     proctor study start|run [--budget-min M] [--arms A,B] [--iterations N] [key=value ...]; proctor study report|seeds
     proctor prm label [--config C] [key=value ...]
     proctor prm train [--config C] [key=value ...]
@@ -16,7 +16,8 @@
     proctor bench NAME [ARGS]
     proctor config show [--config C] [key=value ...]
 
-Every command that takes a config accepts ``key=value`` overrides (``rollout.max_turns=2``).
+Every command that takes a config accepts ``key=value`` overrides (``rollout.max_turns=2``); ``--config``
+takes a YAML file or a shipped config's name (``proctor config show --config tiny``).
 """
 
 from __future__ import annotations
@@ -24,18 +25,20 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import pkgutil
 import sys
 import time
+from importlib.metadata import version
 from pathlib import Path
 
-import cluster.ray_local  # noqa: F401  (sets the bind-to-loopback variables before anything imports ray)
-from cluster import signals
-from cluster.config import ConfigError, dump_config, load_config
-from cluster.model import EMBEDDED, ModelError, resolve
-from cluster.progress import make_console
-from problems import DataError, load_problems, load_solutions
-from problems.fetch import FetchError
-from sandbox_pool.bwrap import SandboxUnavailable
+import proctor.cluster.ray_local  # noqa: F401  (sets the bind-to-loopback variables before anything imports ray)
+from proctor.cluster import signals
+from proctor.cluster.config import ConfigError, dump_config, load_config
+from proctor.cluster.model import EMBEDDED, ModelError, resolve
+from proctor.cluster.progress import make_console
+from proctor.problems import DataError, load_problems, load_solutions
+from proctor.problems.fetch import FetchError
+from proctor.sandbox_pool.bwrap import SandboxUnavailable
 
 console = make_console()
 
@@ -62,7 +65,7 @@ def cmd_model_prepare(args) -> int:
 
 
 def cmd_model_soup(args) -> int:
-    from learner.soup import soup
+    from proctor.learner.soup import soup
 
     try:
         out = soup(args.adapters, resolve(args.base, log=console.print), args.out, args.dtype)
@@ -93,7 +96,7 @@ def cmd_model_generate(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from cluster.eval import EvalSet, evaluate
+    from proctor.cluster.eval import EvalSet, evaluate
 
     overrides = list(args.overrides)
     if args.model:
@@ -114,7 +117,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from cluster.train import LearnerLost, train
+    from proctor.cluster.train import LearnerLost, train
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -145,10 +148,10 @@ def _redraw(write) -> int:
 
 
 def cmd_learn(args) -> int:
-    from studies import learn
+    from proctor.studies import learn
 
     if args.pool:
-        from studies.pooled import write_pooled
+        from proctor.studies.pooled import write_pooled
 
         return _redraw(lambda: write_pooled(Path(args.pool)))
     if args.report_only:
@@ -157,7 +160,7 @@ def cmd_learn(args) -> int:
 
 
 def cmd_study(args) -> int:
-    from studies import study, study_seeds
+    from proctor.studies import study, study_seeds
 
     if args.action == "report":
         return _redraw(lambda: study.write_report(Path(args.out), Path(args.runs)))
@@ -176,17 +179,17 @@ def cmd_study(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from cluster.plot import plot
+    from proctor.cluster.plot import plot
 
     return _redraw(lambda: plot(Path(args.run_dir), Path(args.out) if args.out else None))
 
 
 def cmd_sandbox_judge(args) -> int:
     """Judge solutions (JSONL rows {id, code, tag?}) against problems; one JSON row out per solution."""
-    from cluster.progress import progress
-    from sandbox_pool.feedback import feedback_text
-    from sandbox_pool.judge import judge_many
-    from sandbox_pool.runner import Sandbox
+    from proctor.cluster.progress import progress
+    from proctor.sandbox_pool.feedback import feedback_text
+    from proctor.sandbox_pool.judge import judge_many
+    from proctor.sandbox_pool.runner import Sandbox
 
     cfg = load_config(args.config, args.overrides)
     problems = {p.id: p for p in load_problems(args.problems)}
@@ -215,8 +218,8 @@ def cmd_sandbox_judge(args) -> int:
 
 def cmd_sandbox_serve(args) -> int:
     """Serve the judge over HTTP until interrupted."""
-    from cluster.ray_local import init_ray
-    from sandbox_pool import serve as judge_service
+    from proctor.cluster.ray_local import init_ray
+    from proctor.sandbox_pool import serve as judge_service
 
     cfg = load_config(args.config, args.overrides)
     try:
@@ -234,28 +237,30 @@ def cmd_sandbox_serve(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    """``proctor bench NAME [ARGS]``: runs ``bench/NAME.py``'s ``main(argv)``."""
+    """``proctor bench NAME [ARGS]``: runs ``proctor.bench.NAME``'s ``main(argv)``."""
     import importlib
 
-    # bench/weight_sync.py is ``proctor bench weight-sync``
-    names = sorted(p.stem.replace("_", "-") for p in
-                   Path(__file__).resolve().parent.parent.joinpath("bench").glob("[a-z]*.py"))
+    import proctor.bench
+
+    # proctor/bench/weight_sync.py is ``proctor bench weight-sync``
+    names = sorted(m.name.replace("_", "-") for m in pkgutil.iter_modules(proctor.bench.__path__)
+                   if not m.name.startswith("_"))
     if args.name not in names:
         console.print(f"[bold red]error:[/] unknown benchmark {args.name!r}; available: {', '.join(names)}")
         return 2
-    return importlib.import_module(f"bench.{args.name.replace('-', '_')}").main(args.args) or 0
+    return importlib.import_module(f"proctor.bench.{args.name.replace('-', '_')}").main(args.args) or 0
 
 
 def cmd_prm_label(args) -> int:
-    from cluster.prm import label
+    from proctor.cluster.prm import label
 
     label(load_config(args.config, args.overrides), console)
     return 0
 
 
 def cmd_prm_train(args) -> int:
-    from cluster.prm import train
-    from reward.train import LabelError
+    from proctor.cluster.prm import train
+    from proctor.reward.train import LabelError
 
     try:
         train(load_config(args.config, args.overrides), console)
@@ -272,6 +277,7 @@ def cmd_config_show(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="proctor", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action="version", version=f"proctor {version('proctor')}")
     sub = ap.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="problem datasets").add_subparsers(dest="action", required=True)
@@ -297,7 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_model_soup)
 
     def with_config(p):
-        p.add_argument("--config", help="YAML config (default configs/local.yaml)")
+        p.add_argument("--config", help="a YAML file, or a shipped config by name (local, tiny, learn-cpu, gpu-8, "
+                       "ablations/NAME); default: local")
         p.add_argument("overrides", nargs="*", metavar="key=value")
 
     p = sub.add_parser("eval", help="RLEF rollouts of a model: pass@1, 1@T, pass@k")
@@ -333,13 +340,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_prm_train)
 
     p = sub.add_parser("learn", help="the learning recipe: base eval, train per seed, trained eval, paired report")
-    from studies.learn import add_arguments as learn_arguments
+    from proctor.studies.learn import add_arguments as learn_arguments
 
     learn_arguments(p)
     p.set_defaults(fn=cmd_learn)
     study = sub.add_parser("study", help="the ablations trained under a time budget, evaluated, reported").add_subparsers(
         dest="action", required=True)
-    from studies.study import add_arguments
+    from proctor.studies.study import add_arguments
 
     for action, text in (("start", "run the study in the background"), ("run", "run the study in the foreground")):
         p = study.add_parser(action, help=text)
@@ -372,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(p)
     p.set_defaults(fn=cmd_sandbox_serve)
 
-    p = sub.add_parser("bench", help="benchmarks (bench/NAME.py); the last line printed is one JSON object")
+    p = sub.add_parser("bench", help="benchmarks (proctor.bench.NAME); the last line printed is one JSON object")
     p.add_argument("name")
     p.add_argument("args", nargs=argparse.REMAINDER)
     p.set_defaults(fn=cmd_bench)

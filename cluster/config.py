@@ -1,24 +1,27 @@
-"""Run configuration: YAML files in configs/ validated by pydantic, with ``key=value`` overrides.
+"""Run configuration: YAML files validated by pydantic, with ``key=value`` overrides.
 
-Each stage owns its section's model; this module composes them. An unknown key or a bad value is
-one ``ConfigError`` naming it (and the file it came from).
+``--config`` takes a file path or the name of a shipped config (``tiny``, ``ablations/single-turn``:
+the files of ``proctor.configs``, package data). Each stage owns its section's model; this module
+composes them. An unknown key or a bad value is one ``ConfigError`` naming it (and the file it came
+from).
 """
 
 from __future__ import annotations
 
 import difflib
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from learner.config import LearnerConfig
-from reward.config import PRMConfig, RewardConfig
-from rollout.config import RolloutConfig
-from sandbox_pool.config import SandboxConfig
+from proctor.learner.config import LearnerConfig
+from proctor.reward.config import PRMConfig, RewardConfig
+from proctor.rollout.config import RolloutConfig
+from proctor.sandbox_pool.config import SandboxConfig
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(str(resources.files("proctor.configs")))  # the shipped configs
 LOCAL_CONFIG = CONFIG_DIR / "local.yaml"  # the default: CPU, one node
 
 
@@ -113,6 +116,45 @@ class ProctorConfig(BaseModel):
         return self
 
 
+def shipped_configs() -> list[str]:
+    """The shipped configs' names: ``local``, ``tiny``, ``ablations/single-turn``, ..."""
+    return sorted(p.relative_to(CONFIG_DIR).with_suffix("").as_posix() for p in CONFIG_DIR.rglob("*.yaml"))
+
+
+def resolve_config(spec: str | Path | None) -> Path:
+    """A ``--config`` value as a file: an existing path as given, else a shipped config by name
+    (``tiny``, ``tiny.yaml``, ``ablations/single-turn``); None is the default (``local``)."""
+    if spec is None or str(spec) == "":
+        return LOCAL_CONFIG
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    name = str(spec).removesuffix(".yaml").removesuffix(".yml")
+    shipped = shipped_configs()
+    if name in shipped:
+        return CONFIG_DIR / f"{name}.yaml"
+    hint = difflib.get_close_matches(name, shipped, n=1) or difflib.get_close_matches(path.stem, shipped, n=1)
+    did = f" (did you mean {hint[0]!r}?)" if hint else ""
+    if path.suffix in (".yaml", ".yml") or "/" in str(spec) or path.exists():
+        raise ConfigError(f"config file {spec} does not exist{did}")
+    raise ConfigError(f"no config named {str(spec)!r}: not a file, nor a shipped config{did}; "
+                      f"shipped: {', '.join(shipped)}")
+
+
+def shipped_name(spec: str | Path | None) -> str | None:
+    """The shipped config ``spec`` stands for (``tiny``), or None for a file of the user's or a bad
+    name. ``configs/NAME.yaml``, the form run records kept from a checkout, counts as ``NAME``."""
+    legacy = Path(str(spec or ""))
+    if legacy.parts[:1] == ("configs",) and legacy.suffix == ".yaml" and not legacy.is_file():
+        spec = legacy.relative_to("configs").with_suffix("").as_posix()
+    try:
+        path = resolve_config(spec).resolve()
+    except ConfigError:
+        return None
+    root = CONFIG_DIR.resolve()
+    return path.relative_to(root).with_suffix("").as_posix() if path.is_relative_to(root) else None
+
+
 def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     keys = []
     for name, f in model.model_fields.items():
@@ -160,10 +202,21 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
+def _base_path(path: Path, base: str) -> Path:
+    """``base:`` of ``path``: a file relative to it, else a shipped config by name (``base: tiny``)."""
+    near = path.parent / base
+    if near.is_file():
+        return near
+    try:
+        return resolve_config(base)
+    except ConfigError:
+        return near  # reported by _read_tree as the missing base of ``path``
+
+
 def _read_tree(path: Path, seen: tuple[Path, ...] = (), stop: Path | None = None) -> dict:
-    """A config file's sections; ``base: OTHER.yaml`` (relative to the file) is read first and this
-    file's keys are merged over it, so a variant (e.g. an ablation) states only what it changes. The
-    chain ends early at ``stop`` (not read)."""
+    """A config file's sections; ``base: OTHER.yaml`` (relative to the file, or a shipped config's
+    name) is read first and this file's keys are merged over it, so a variant (e.g. an ablation)
+    states only what it changes. The chain ends early at ``stop`` (not read)."""
     if stop is not None and path.resolve() == stop.resolve():
         return {}
     if not path.is_file():
@@ -183,7 +236,7 @@ def _read_tree(path: Path, seen: tuple[Path, ...] = (), stop: Path | None = None
         return data
     if not isinstance(base, str):
         raise ConfigError(f"{path}: base must be a path to another config file, got {base!r}")
-    return _merge(_read_tree(path.parent / base, (*seen, path.resolve()), stop), data)
+    return _merge(_read_tree(_base_path(path, base), (*seen, path.resolve()), stop), data)
 
 
 def _yaml_value(v: Any) -> str:
@@ -201,13 +254,13 @@ def config_changes(path: str | Path, base: str | Path) -> list[str]:
         for k, v in tree.items():
             out += flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}={_yaml_value(v)}"]
         return out
-    return flat(_read_tree(Path(path), stop=Path(base)))
+    return flat(_read_tree(resolve_config(path), stop=resolve_config(base)))
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> ProctorConfig:
-    """Load ``path`` (default configs/local.yaml) and its ``base`` chain, apply ``key=value``
-    overrides, validate."""
-    path = Path(path) if path else LOCAL_CONFIG
+    """Load ``path`` (a file or a shipped config's name; default ``local``) and its ``base`` chain,
+    apply ``key=value`` overrides, validate."""
+    path = resolve_config(path)
     data = _merge(_read_tree(path), parse_overrides(list(overrides)))
     try:
         return ProctorConfig.model_validate(data)

@@ -16,15 +16,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from cluster.config import ProctorConfig
-from cluster.model import read_adapter, resolve, served_rank
-from cluster.progress import make_console
-from cluster.rollouts import Rollouts, heldout_metrics, rollout
-from problems import load_problems
-from rollout.engine import Engine
-from rollout.episode import FeedbackBank, local_judge
-from rollout.types import Episode, SamplingSpec
-from sandbox_pool.runner import Sandbox
+from proctor.cluster.config import ProctorConfig
+from proctor.cluster.model import read_adapter, resolve, served_rank
+from proctor.cluster.progress import make_console
+from proctor.cluster.rollouts import Rollouts, heldout_metrics, rollout
+from proctor.problems import load_problems
+from proctor.rollout.engine import Engine
+from proctor.rollout.episode import FeedbackBank, local_judge
+from proctor.rollout.types import Episode, SamplingSpec
+from proctor.sandbox_pool.runner import Sandbox
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from reward.lines import classify, line_shares
-from reward.outcome import RETRY_KINDS, retry_kind
+from proctor.reward.lines import classify, line_shares
+from proctor.reward.outcome import RETRY_KINDS, retry_kind
 
 
 class MetricsLog:

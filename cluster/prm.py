@@ -20,20 +20,20 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from cluster.config import ProctorConfig
-from cluster.model import resolve
-from cluster.progress import make_console, progress
-from cluster.ray_local import init_ray
-from problems import load_problems
-from reward.label import label_response
-from reward.lines import reply_lines
-from reward.train import train_prm
-from rollout.engine_group import EngineGroup
-from rollout.episode import Conversation
-from rollout.prompts import first_turn
-from rollout.types import SamplingSpec
-from sandbox_pool.code import extract_code
-from sandbox_pool.pool import SandboxPool
+from proctor.cluster.config import ProctorConfig
+from proctor.cluster.model import resolve
+from proctor.cluster.progress import make_console, progress
+from proctor.cluster.ray_local import init_ray
+from proctor.problems import load_problems
+from proctor.reward.label import label_response
+from proctor.reward.lines import reply_lines
+from proctor.reward.train import train_prm
+from proctor.rollout.engine_group import EngineGroup
+from proctor.rollout.episode import Conversation
+from proctor.rollout.prompts import first_turn
+from proctor.rollout.types import SamplingSpec
+from proctor.sandbox_pool.code import extract_code
+from proctor.sandbox_pool.pool import SandboxPool
 
 
 def _seed(*parts) -> int:

@@ -9,7 +9,7 @@ import os
 import sys
 import tempfile
 
-from cluster import signals
+from proctor.cluster import signals
 
 # Makes every Ray component bind 127.0.0.1 instead of the machine's address (measured on ray 2.60).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -31,7 +31,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, tmp_dir: s
         signals.install()
         return ray
     if _IMPORTED_LATE:
-        raise RuntimeError("ray was imported before cluster.ray_local: it would bind the machine's address")
+        raise RuntimeError("ray was imported before proctor.cluster.ray_local: it would bind the machine's address")
     # A private temp dir: a cluster recorded in the default one would be joined instead.
     tmp_dir = tmp_dir or tempfile.mkdtemp(prefix="proctor-ray-")
     os.environ["RAY_TMPDIR"] = tmp_dir

@@ -21,10 +21,10 @@ from dataclasses import dataclass, replace
 
 from rich.console import Console
 
-from cluster.metrics import retry_kinds
-from cluster.progress import progress
-from rollout.episode import FeedbackBank, run_episode
-from rollout.types import Episode, SamplingSpec
+from proctor.cluster.metrics import retry_kinds
+from proctor.cluster.progress import progress
+from proctor.rollout.episode import FeedbackBank, run_episode
+from proctor.rollout.types import Episode, SamplingSpec
 
 
 @dataclass

@@ -31,22 +31,22 @@ from pathlib import Path
 import ray
 from rich.console import Console
 
-from cluster.config import ConfigError, ProctorConfig, dump_config
-from cluster.metrics import MetricsLog, StageTimer, episode_metrics, summary
-from cluster.model import resolve
-from cluster.placement import Placement
-from cluster.plot import plot
-from cluster.progress import make_console
-from cluster.ray_local import init_ray
-from cluster.rollouts import heldout_metrics, rollout
-from cluster.trajectory import to_samples
-from learner.group import LearnerGroup, LearnerStartTimeout
-from problems import load_problems
-from reward.score import Rewards, scoreable
-from rollout.engine_group import EngineGroup
-from rollout.episode import FeedbackBank
-from rollout.types import SamplingSpec
-from sandbox_pool.pool import SandboxPool
+from proctor.cluster.config import ConfigError, ProctorConfig, dump_config
+from proctor.cluster.metrics import MetricsLog, StageTimer, episode_metrics, summary
+from proctor.cluster.model import resolve
+from proctor.cluster.placement import Placement
+from proctor.cluster.plot import plot
+from proctor.cluster.progress import make_console
+from proctor.cluster.ray_local import init_ray
+from proctor.cluster.rollouts import heldout_metrics, rollout
+from proctor.cluster.trajectory import to_samples
+from proctor.learner.group import LearnerGroup, LearnerStartTimeout
+from proctor.problems import load_problems
+from proctor.reward.score import Rewards, scoreable
+from proctor.rollout.engine_group import EngineGroup
+from proctor.rollout.episode import FeedbackBank
+from proctor.rollout.types import SamplingSpec
+from proctor.sandbox_pool.pool import SandboxPool
 
 
 class LearnerLost(RuntimeError):

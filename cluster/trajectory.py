@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from learner.batch import Sample
-from reward.score import Scored
-from rollout.types import Episode
+from proctor.learner.batch import Sample
+from proctor.reward.score import Scored
+from proctor.rollout.types import Episode
 
 
 def to_sample(episode: Episode, turn_rewards: list[float], token_rewards: list[float] | None = None) -> Sample:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from learner.ppo import group_advantages
+from proctor.learner.ppo import group_advantages
 
 
 class SampleError(ValueError):

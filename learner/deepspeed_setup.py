@@ -7,7 +7,7 @@ import socket
 
 import torch
 
-from learner.config import LearnerConfig
+from proctor.learner.config import LearnerConfig
 
 
 def set_dist_env(rank: int, world_size: int, master_addr: str, master_port: int) -> None:

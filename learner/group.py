@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import socket
 
-from learner.batch import Sample, SampleError, assign_group_advantages, informative
-from learner.config import LearnerConfig
+from proctor.learner.batch import Sample, SampleError, assign_group_advantages, informative
+from proctor.learner.config import LearnerConfig
 
 
 class LearnerStartTimeout(RuntimeError):
@@ -32,7 +32,7 @@ def learner_actor_class():
     """The Ray actor class (created lazily so that importing learner does not import ray)."""
     import ray
 
-    from learner.worker import PPOWorker
+    from proctor.learner.worker import PPOWorker
 
     @ray.remote
     class LearnerActor:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from learner.batch import round_up
+from proctor.learner.batch import round_up
 
 VALUE_HEAD = "value_head.safetensors"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -143,7 +143,7 @@ class ValueModel(nn.Module):
     def save_pretrained(self, out_dir: str | Path) -> None:
         from safetensors.torch import save_file
 
-        from learner.lora import is_lora, merged_named
+        from proctor.learner.lora import is_lora, merged_named
 
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         if is_lora(self.backbone):  # adapters (``lora.add_value_adapters``): the merged backbone, a plain HF dir

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from learner.config import LearnerConfig
-from learner.lora import add_adapters, add_value_adapters
-from learner.model import ValueModel, freeze, load_policy
+from proctor.learner.config import LearnerConfig
+from proctor.learner.lora import add_adapters, add_value_adapters
+from proctor.learner.model import ValueModel, freeze, load_policy
 
 
 def build_policy(model_dir: str, cfg: LearnerConfig) -> nn.Module:

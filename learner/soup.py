@@ -17,8 +17,8 @@ from peft.utils import SAFETENSORS_WEIGHTS_NAME as ADAPTER_WEIGHTS
 from safetensors.torch import load_file
 from torch import Tensor
 
-from learner.lora import check_adapter_dir
-from learner.model import DTYPES, save_policy_dir
+from proctor.learner.lora import check_adapter_dir
+from proctor.learner.model import DTYPES, save_policy_dir
 
 PREFIX = "base_model.model."  # peft's prefix of the wrapped model's parameter names
 

@@ -33,8 +33,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from learner import checkpoint, ppo
-from learner.batch import (
+from proctor.learner import checkpoint, ppo
+from proctor.learner.batch import (
     Batch,
     Sample,
     assign_group_advantages,
@@ -44,17 +44,17 @@ from learner.batch import (
     forward_mask,
     padding_stats,
 )
-from learner.config import LearnerConfig
-from learner.deepspeed_setup import init_deepspeed, make_engine
-from learner.lora import (
+from proctor.learner.config import LearnerConfig
+from proctor.learner.deepspeed_setup import init_deepspeed, make_engine
+from proctor.learner.lora import (
     adapter_files,
     merged_named,
     reference,
     save_adapter,
     trainable_count,
 )
-from learner.memory import peak_rss_gib, release_memory
-from learner.model import (
+from proctor.learner.memory import peak_rss_gib, release_memory
+from proctor.learner.model import (
     action_logprobs,
     host_copy,
     load_policy,
@@ -62,7 +62,7 @@ from learner.model import (
     save_policy_dir,
     to_numpy,
 )
-from learner.networks import build_critic, build_policy
+from proctor.learner.networks import build_critic, build_policy
 
 
 class PPOWorker:

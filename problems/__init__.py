@@ -11,8 +11,8 @@ A source spec is one of:
 All files are read through the ``datasets`` library.
 """
 
-from problems.files import DataError
-from problems.format import Problem, ProblemError, parse_problem
-from problems.load import load_problems, load_solutions
+from proctor.problems.files import DataError
+from proctor.problems.format import Problem, ProblemError, parse_problem
+from proctor.problems.load import load_problems, load_solutions
 
 __all__ = ["DataError", "Problem", "ProblemError", "load_problems", "load_solutions", "parse_problem"]

@@ -16,8 +16,8 @@ import json
 import pickle
 import zlib
 
-from problems.files import Converter
-from problems.format import Problem, ProblemError, parse_problem
+from proctor.problems.files import Converter
+from proctor.problems.format import Problem, ProblemError, parse_problem
 
 _REQUIRED = object()
 

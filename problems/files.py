@@ -6,8 +6,8 @@ import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from problems.fetch import cache_root
-from problems.format import Problem, ProblemError, parse_problem
+from proctor.problems.fetch import cache_root
+from proctor.problems.format import Problem, ProblemError, parse_problem
 
 LOCAL_SUFFIXES = {".jsonl": "json", ".json": "json", ".gz": "json", ".parquet": "parquet"}
 

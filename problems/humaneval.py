@@ -12,8 +12,8 @@ import doctest
 import importlib.util
 from pathlib import Path
 
-from problems.files import DataError, datasets_cache
-from problems.format import Problem, parse_problem
+from proctor.problems.files import DataError, datasets_cache
+from proctor.problems.format import Problem, parse_problem
 
 MAX_PUBLIC = 3
 # Prompts whose docstring example contradicts check() (HumanEval/47 says median of

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from importlib import resources
 from pathlib import Path
 
-from problems.adapters import ADAPTERS, HUB_NAMES
-from problems.files import DataError, line_numbers, load_native, rows_from_file, where
-from problems.format import Problem, ProblemError
-from problems.humaneval import load_humaneval
-from problems.mbpp397 import load_mbpp397
+from proctor.problems.adapters import ADAPTERS, HUB_NAMES
+from proctor.problems.files import DataError, line_numbers, load_native, rows_from_file, where
+from proctor.problems.format import Problem, ProblemError
+from proctor.problems.humaneval import load_humaneval
+from proctor.problems.mbpp397 import load_mbpp397
 
-BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
+BUNDLED_DIR = Path(str(resources.files("proctor.problems"))) / "bundled"  # package data
 
 
 def load_adapted(adapter: str, source: str) -> list[Problem]:

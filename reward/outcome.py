@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ast
 
-from reward.config import RewardConfig
+from proctor.reward.config import RewardConfig
 
 RETRY_KINDS = ("changed", "resubmitted", "no_function", "no_code")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from learner.model import ValueModel
+from proctor.learner.model import ValueModel
 
 META = "prm.json"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from reward.config import RewardConfig
-from reward.outcome import rlef_rewards
+from proctor.reward.config import RewardConfig
+from proctor.reward.outcome import rlef_rewards
 
 
 @dataclass
@@ -24,7 +24,7 @@ class Rewards:
         self.cfg = cfg
         self.process = None
         if cfg.prm:
-            from reward.actor import ProcessRewards  # torch and the PRM only when a run uses them
+            from proctor.reward.actor import ProcessRewards  # torch and the PRM only when a run uses them
 
             self.process = ProcessRewards(cfg, vocab or {}, threads)
 

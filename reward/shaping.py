@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reward.lines import Line, line_shares
+from proctor.reward.lines import Line, line_shares
 
 
 @dataclass

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
-from learner.deepspeed_setup import init_deepspeed
-from learner.lora import add_value_adapters, trainable_count
-from learner.model import resolve_dtype
-from reward.config import PRMTrainConfig
-from reward.prm import PRM, auc, pad, score_positions
+from proctor.learner.deepspeed_setup import init_deepspeed
+from proctor.learner.lora import add_value_adapters, trainable_count
+from proctor.learner.model import resolve_dtype
+from proctor.reward.config import PRMTrainConfig
+from proctor.reward.prm import PRM, auc, pad, score_positions
 
 FIELDS = ("problem_id", "prompt_ids", "response_ids", "line_last_tokens", "line_kinds", "labels", "passed",
           "first_bad_line")

@@ -22,8 +22,8 @@ import time
 import warnings
 from collections.abc import Mapping
 
-from rollout.config import RolloutConfig
-from rollout.types import Generation, SamplingSpec
+from proctor.rollout.config import RolloutConfig
+from proctor.rollout.types import Generation, SamplingSpec
 
 GREEDY = SamplingSpec(temperature=0.0)
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")  # a peft adapter dir, as a push carries it
@@ -60,7 +60,7 @@ def make_llm(model_dir: str, cfg: RolloutConfig, seed: int = 0):
         extra = {"enable_chunked_prefill": False, "max_num_batched_tokens": max(cfg.max_model_len, 4096)}
     if cfg.max_lora_rank:
         extra.update(enable_lora=True, max_lora_rank=cfg.max_lora_rank, max_loras=1)
-    from learner.model import resolve_dtype
+    from proctor.learner.model import resolve_dtype
 
     dtype = resolve_dtype(cfg.dtype, "cpu" if cpu_only() else "cuda")
     return LLM(model=str(model_dir), dtype=dtype, max_model_len=cfg.max_model_len,

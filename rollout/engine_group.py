@@ -7,9 +7,9 @@ from __future__ import annotations
 import itertools
 import warnings
 
-from rollout.config import RolloutConfig
-from rollout.engine import GREEDY, Engine, EngineDead
-from rollout.types import Generation, SamplingSpec
+from proctor.rollout.config import RolloutConfig
+from proctor.rollout.engine import GREEDY, Engine, EngineDead
+from proctor.rollout.types import Generation, SamplingSpec
 
 
 def engine_actor_class():
@@ -73,7 +73,7 @@ class EngineGroup:
         """Wait until every engine has started. One whose worker process crashed while starting is
         replaced, up to ``retries`` times; an error raised while building the engine (a bad model
         dir, too little memory) is raised at once (``sandbox_pool.starting.start_actors``)."""
-        from sandbox_pool.starting import start_actors
+        from proctor.sandbox_pool.starting import start_actors
 
         start_actors(self.actors, lambda a: a.stats.remote(), lambda i: self._replace(i, self.actors[i]), self.retries)
 

@@ -17,14 +17,14 @@ from typing import ClassVar
 
 import gymnasium as gym
 
-from problems.format import Problem
-from reward.config import RewardConfig
-from reward.outcome import turn_reward
-from rollout.episode import FeedbackBank, FeedbackPolicy, close_turn, known_private, needs_public_run
-from rollout.prompts import first_turn
-from rollout.types import Turn
-from sandbox_pool.code import extract_code
-from sandbox_pool.judge import Verdict
+from proctor.problems.format import Problem
+from proctor.reward.config import RewardConfig
+from proctor.reward.outcome import turn_reward
+from proctor.rollout.episode import FeedbackBank, FeedbackPolicy, close_turn, known_private, needs_public_run
+from proctor.rollout.prompts import first_turn
+from proctor.rollout.types import Turn
+from proctor.sandbox_pool.code import extract_code
+from proctor.sandbox_pool.judge import Verdict
 
 ENV_ID = "proctor/RLEF-v0"
 RAY_ENV_NAME = "proctor-rlef"

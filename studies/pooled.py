@@ -15,8 +15,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from cluster.metrics import read_jsonl
-from studies.stats import mcnemar_exact, net_needed, paired, seed_power
+from proctor.cluster.metrics import read_jsonl
+from proctor.studies.stats import mcnemar_exact, net_needed, paired, seed_power
 
 OUT = "learning-pooled"
 

@@ -15,7 +15,7 @@ def run_cli(args: list[str], log: Path) -> tuple[int, float]:
     with open(log, "a") as f:
         f.write(f"$ proctor {' '.join(args)}\n")
         f.flush()
-        rc = subprocess.run([sys.executable, "-m", "cluster.cli", *args], stdout=f, stderr=subprocess.STDOUT).returncode
+        rc = subprocess.run([sys.executable, "-m", "proctor.cluster.cli", *args], stdout=f, stderr=subprocess.STDOUT).returncode
     return rc, time.perf_counter() - t0
 
 

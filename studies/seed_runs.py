@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from studies.runner import add_wall, log_tail, run_cli
+from proctor.studies.runner import add_wall, log_tail, run_cli
 
 
 def train_run(run_dir: Path, seed: int, name: str, a, console: Console) -> int:
@@ -41,9 +41,9 @@ def train_seed(run_dir: Path, seed: int, cfg, a, console: Console) -> int:
         if not (member / "policy" / "config.json").exists() and (
                 rc := train_run(member, seed * k + j, f"seed{seed} member {j}", a, console)):
             return rc
-    from cluster.model import resolve
-    from learner.model import resolve_dtype
-    from learner.soup import soup
+    from proctor.cluster.model import resolve
+    from proctor.learner.model import resolve_dtype
+    from proctor.learner.soup import soup
 
     t0 = time.perf_counter()
     try:

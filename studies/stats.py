@@ -7,7 +7,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from cluster.metrics import read_jsonl
+from proctor.cluster.metrics import read_jsonl
 
 
 def mcnemar_exact(b: int, c: int) -> float:

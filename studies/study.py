@@ -33,9 +33,17 @@ from pathlib import Path
 
 from rich.console import Console
 
-from cluster.config import CONFIG_DIR, LOCAL_CONFIG, ConfigError, config_changes, dump_config, load_config
-from studies.runner import add_wall, log_tail, run_cli
-from studies.study_report import latest, read_rows, write_report
+from proctor.cluster.config import (
+    CONFIG_DIR,
+    LOCAL_CONFIG,
+    ConfigError,
+    config_changes,
+    dump_config,
+    load_config,
+    shipped_name,
+)
+from proctor.studies.runner import add_wall, log_tail, run_cli
+from proctor.studies.study_report import latest, read_rows, write_report
 
 ARMS = ["multi-turn", "single-turn", "feedback-none", "prm-dense-critic", "feedback-random", "prm-dense",
         "outcome-critic"]
@@ -66,7 +74,7 @@ def arm_switch(arm: str) -> list[str]:
 
 def shared_overrides(a) -> list[str]:
     """The same for every arm: the common ones, the short-run lr on local.yaml, the study's own."""
-    short = LOCAL_SHORT if Path(a.recipe).resolve() == LOCAL_CONFIG.resolve() else []
+    short = LOCAL_SHORT if shipped_name(a.recipe) == "local" else []
     return [*COMMON, *short, f"run.iterations={a.iterations}", *a.overrides]
 
 
@@ -178,8 +186,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="reports/study", help="results.jsonl, report.md, PNGs")
     p.add_argument("--runs", default="runs/study", help="one run dir per arm (metrics, policy, logs)")
     p.add_argument("--arms", type=lambda s: s.split(","), default=ARMS, help=f"comma-separated (default {','.join(ARMS)})")
-    p.add_argument("--recipe", default=str(LOCAL_CONFIG),
-                   help="the config every arm starts from (e.g. configs/learn-cpu.yaml); an arm adds its switch")
+    p.add_argument("--recipe", default="local",
+                   help="the config every arm starts from: a YAML file or a shipped config's name (e.g. learn-cpu); an arm adds its switch")
     p.add_argument("--iterations", type=int, default=3)
     p.add_argument("--budget-min", type=float, default=80.0, help="no arm is started that would not fit")
     p.add_argument("--model", default=None, help="the untrained model (default: the recipe's model.name)")
@@ -235,7 +243,7 @@ def start_background(a) -> tuple[int, Path]:
     out.mkdir(parents=True, exist_ok=True)
     log = out / "study.log"
     with open(log, "a") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "cluster.cli", "study", "run", *argv], stdout=f,
+        proc = subprocess.Popen([sys.executable, "-m", "proctor.cluster.cli", "study", "run", *argv], stdout=f,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     (out / "study.pid").write_text(f"{proc.pid}\n")
     return proc.pid, log

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cluster.config import CONFIG_DIR, LOCAL_CONFIG
-from cluster.metrics import read_jsonl
-from reward.outcome import RETRY_KINDS
-from studies.stats import has_outcomes, outcomes, paired
+from proctor.cluster.config import CONFIG_DIR, shipped_name
+from proctor.cluster.metrics import read_jsonl
+from proctor.reward.outcome import RETRY_KINDS
+from proctor.studies.stats import has_outcomes, outcomes, paired
 
 # The papers' directions, each (arm, against, what the papers found): the report pairs them per problem.
 CLAIMS = [("multi-turn", "feedback-random", "real execution feedback beats random feedback (RLEF)"),
@@ -49,7 +49,7 @@ def _switch(arm: str) -> str:
 def _what(arm: str, row: dict) -> str:
     """The table's "what it changes": on a recipe other than local.yaml, the overrides themselves (the
     arm configs' comments speak of local.yaml)."""
-    if "switch" in row and Path(row["recipe"]).resolve() != LOCAL_CONFIG.resolve():
+    if "switch" in row and shipped_name(row["recipe"]) != "local":
         # each switched key with the value it trained under (the last override wins, e.g. --prm-model's)
         switch = dict(o.split("=", 1) for o in row["switch"])
         switch.update(o.split("=", 1) for o in row.get("overrides", []) if o.split("=", 1)[0] in switch)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import yaml
 
-from studies.stats import groups_exact, has_outcomes, outcomes
-from studies.study import ARMS
-from studies.study_report import CLAIMS
+from proctor.studies.stats import groups_exact, has_outcomes, outcomes
+from proctor.studies.study import ARMS
+from proctor.studies.study_report import CLAIMS
 
 
 def _seed(arm_dir: Path) -> int | None:

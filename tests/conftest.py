@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-import cluster.ray_local  # noqa: F401  (before anything imports ray)
+import proctor.cluster.ray_local  # noqa: F401  (before anything imports ray)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,7 +19,7 @@ def _private_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def sandbox():
     """One sandbox for the session: a fork server as root (CI), per-run bwrap otherwise."""
-    from sandbox_pool.runner import Sandbox
+    from proctor.sandbox_pool.runner import Sandbox
 
     with Sandbox("auto", slots=2) as sb:
         yield sb
@@ -31,7 +31,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from cluster.model import embedded_gguf
+    from proctor.cluster.model import embedded_gguf
 
     gguf = embedded_gguf()
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
@@ -64,7 +64,7 @@ def v16_model_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def ray_local(tmp_path_factory):
     """A private local Ray (loopback only) for the session."""
-    from cluster.ray_local import init_ray
+    from proctor.cluster.ray_local import init_ray
 
     ray = init_ray(num_cpus=2, tmp_dir=str(tmp_path_factory.mktemp("ray")))
     yield ray

@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import cluster.ray_local  # noqa: E402,F401  (before ray: loopback only)
+import proctor.cluster.ray_local  # noqa: E402,F401  (before ray: loopback only)
 
 
 def main() -> int:
@@ -45,9 +45,9 @@ def main() -> int:
     os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="proctor-multinode-")
     from ray.cluster_utils import Cluster
 
-    from cluster.config import load_config
-    from cluster.metrics import read_metrics
-    from cluster.train import train
+    from proctor.cluster.config import load_config
+    from proctor.cluster.metrics import read_metrics
+    from proctor.cluster.train import train
 
     node_args = {"node_ip_address": "127.0.0.1", "object_store_memory": 256 << 20}
     cluster = Cluster(initialize_head=True, head_node_args={**node_args, "num_cpus": 0, "include_dashboard": False})

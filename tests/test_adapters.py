@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from problems import DataError, load_problems
-from problems.adapters import ADAPTERS, HUB_NAMES, decode_lcb_tests
-from sandbox_pool.judge import judge
+from proctor.problems import DataError, load_problems
+from proctor.problems.adapters import ADAPTERS, HUB_NAMES, decode_lcb_tests
+from proctor.sandbox_pool.judge import judge
 
 HUB = Path(__file__).parent / "data" / "hub"
 

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from bench.learner import iteration_flops, matmul_params, parse_layout
+from proctor.bench.learner import iteration_flops, matmul_params, parse_layout
 
 
 def test_iteration_flops_counts_every_network_pass():
@@ -45,7 +45,7 @@ def test_bad_layout_names_itself():
 
 @pytest.mark.slow
 def test_bench_learner_reports_mfu(ray_local, tiny_model_dir, capsys):
-    from bench.learner import main
+    from proctor.bench.learner import main
 
     assert main(["--episodes", "4", "--prompt", "32", "--reply", "16", "--iterations", "1",
                  "--layouts", "grpo:float32:0x1,grpo:float32:0x1:chunk0:padmask", f"model.name={tiny_model_dir}"]) == 0
@@ -64,7 +64,7 @@ def test_shapes_have_the_public_models_parameter_counts(shape, params):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from bench import SHAPES
+    from proctor.bench import SHAPES
 
     kind, fields = SHAPES[shape]
     with torch.device("meta"):
@@ -73,7 +73,7 @@ def test_shapes_have_the_public_models_parameter_counts(shape, params):
 
 
 def test_bench_learner_in_process_beside_bare_torch(tiny_model_dir, capsys):
-    from bench.learner import main
+    from proctor.bench.learner import main
 
     assert main(["--device", "cpu", "--episodes", "4", "--prompt", "32", "--reply", "16", "--iterations", "1",
                  "--layouts", "gae:float32:0x1,grpo:float32:0x1", f"model.name={tiny_model_dir}"]) == 0

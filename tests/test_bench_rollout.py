@@ -7,7 +7,7 @@ import pytest
 
 @pytest.mark.slow
 def test_bench_rollout_replays_the_same_work(tiny_model_dir, capsys):
-    from bench.rollout import main
+    from proctor.bench.rollout import main
 
     assert main(["--problems", "6", "--turns", "2", "--max-tokens", "16", f"model.name={tiny_model_dir}",
                  "rollout.kv_cache_gib=1", "rollout.max_model_len=1024"]) == 0

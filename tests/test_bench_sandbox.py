@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from cluster import cli
+from proctor.cluster import cli
 
 EXECUTORS = ("pool", "bwrap_per_run", "subprocess_per_run")
 
@@ -33,7 +33,7 @@ def test_bench_sandbox_reports_all_executors(ray_local, capsys):
 
 
 def test_a_failing_solution_makes_the_benchmark_fail(ray_local, capsys, monkeypatch):
-    from bench import sandbox
+    from proctor.bench import sandbox
 
     real_load = sandbox.load
     monkeypatch.setattr(sandbox, "load", lambda limit: [(p, "pass\n") for p, _ in real_load(limit)])

@@ -8,7 +8,7 @@ import pytest
 
 @pytest.mark.slow
 def test_serve_bench_short_run(ray_local, capsys):
-    from bench.serve import main
+    from proctor.bench.serve import main
 
     rc = main(["--clients", "8", "--seconds", "8"])
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

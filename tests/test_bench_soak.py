@@ -2,7 +2,7 @@
 
 import json
 
-from bench.soak import main, plan
+from proctor.bench.soak import main, plan
 
 
 def test_plan_mixes_canonical_pass_body_and_the_threat_suite():

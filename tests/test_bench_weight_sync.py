@@ -4,7 +4,7 @@ import pytest
 
 
 def test_export_on_device_beside_one_bulk_copy(tiny_model_dir, capsys):
-    from bench.weight_sync import main
+    from proctor.bench.weight_sync import main
 
     assert main(["--device", "cpu", "--repeats", "2", f"model.name={tiny_model_dir}", "learner.dtype=float32"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -4,9 +4,9 @@ import difflib
 
 import pytest
 
-from problems import load_problems, load_solutions
-from problems.load import BUNDLED_DIR
-from sandbox_pool.judge import judge_many
+from proctor.problems import load_problems, load_solutions
+from proctor.problems.load import BUNDLED_DIR
+from proctor.sandbox_pool.judge import judge_many
 
 
 @pytest.fixture(scope="module")

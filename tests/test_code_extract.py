@@ -1,4 +1,4 @@
-from sandbox_pool.code import extract_code
+from proctor.sandbox_pool.code import extract_code
 
 
 def test_first_parsing_python_block():

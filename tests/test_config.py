@@ -2,13 +2,15 @@ import re
 
 import pytest
 
-from cluster.config import (
+from proctor.cluster.config import (
     CONFIG_DIR,
     ConfigError,
     ProctorConfig,
     config_changes,
     load_config,
     parse_overrides,
+    resolve_config,
+    shipped_name,
 )
 
 
@@ -119,6 +121,31 @@ def test_base_chain_errors_name_the_file(tmp_path):
         load_config(tmp_path / "d.yaml")
 
 
+def test_configs_are_found_by_name_from_anywhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not the checkout: names resolve to the shipped files
+    assert resolve_config("tiny") == resolve_config("tiny.yaml") == CONFIG_DIR / "tiny.yaml"
+    assert resolve_config(None) == CONFIG_DIR / "local.yaml"
+    assert resolve_config("ablations/single-turn") == CONFIG_DIR / "ablations" / "single-turn.yaml"
+    assert load_config("ablations/single-turn").rollout.max_turns == 1
+    # a file of the user's wins over a shipped name, and may be based on a shipped config by name
+    (tmp_path / "tiny.yaml").write_text("base: local\nrun:\n  seed: 9\n")
+    cfg = load_config("tiny.yaml")
+    assert cfg.run.seed == 9 and cfg.run.out_dir == "runs/local"
+    assert shipped_name("tiny.yaml") is None and shipped_name("tiny") == "tiny"
+    assert shipped_name("configs/learn-cpu.yaml") == "learn-cpu"  # as run records kept it
+    assert shipped_name(CONFIG_DIR / "ablations" / "prm-dense.yaml") == "ablations/prm-dense"
+
+
+def test_a_missing_config_names_the_shipped_ones(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"no config named 'tinny'.*did you mean 'tiny'.*shipped: .*ablations/multi-turn"):
+        load_config("tinny")
+    with pytest.raises(ConfigError, match=r"config file runs/mine\.yaml does not exist$"):
+        load_config("runs/mine.yaml")
+    with pytest.raises(ConfigError, match=r"config file lcoal\.yaml does not exist \(did you mean 'local'\?\)"):
+        load_config("lcoal.yaml")
+
+
 def test_overrides_apply_over_the_base_chain():
     cfg = load_config(CONFIG_DIR / "ablations" / "prm-dense-critic.yaml", ["rollout.max_turns=2"])
     assert cfg.rollout.max_turns == 2 and cfg.reward.prm_critic_init and cfg.learner.lr == 2.0e-7
@@ -164,7 +191,7 @@ def test_config_changes_are_what_a_variant_states(tmp_path):
 def test_every_study_arm_applies_on_the_learning_recipe():
     """``proctor study`` runs each arm's changes on ``learn-cpu.yaml``: none may clash with the recipe
     (the gae arms must not keep a critic-free setting the validator refuses)."""
-    from studies.study import ARMS
+    from proctor.studies.study import ARMS
 
     for arm in ARMS:
         cfg = load_config(CONFIG_DIR / "learn-cpu.yaml", config_changes(CONFIG_DIR / "ablations" / f"{arm}.yaml",

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from cluster.config import ProctorConfig
+from proctor.cluster.config import ProctorConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ["cluster", "rollout", "learner", "reward", "sandbox_pool", "bench", "studies"]

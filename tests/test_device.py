@@ -4,8 +4,8 @@ export's flat host buffers (one per dtype, reused push after push) hold exact vi
 import numpy as np
 import torch
 
-from learner.batch import Sample, collate
-from learner.model import host_copy, to_numpy
+from proctor.learner.batch import Sample, collate
+from proctor.learner.model import host_copy, to_numpy
 
 
 def test_batch_moves_every_tensor_and_take_indexes_on_its_device():

@@ -6,8 +6,8 @@ import asyncio
 import pytest
 import torch
 
-from rollout.config import RolloutConfig
-from rollout.types import SamplingSpec
+from proctor.rollout.config import RolloutConfig
+from proctor.rollout.types import SamplingSpec
 
 CFG = RolloutConfig(max_model_len=1024, kv_cache_gib=1)
 PROMPTS = ["Write a Python function that adds two numbers.", "def fib(n):", "Sort a list in Python."]
@@ -15,7 +15,7 @@ PROMPTS = ["Write a Python function that adds two numbers.", "def fib(n):", "Sor
 
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir):
-    from rollout.engine import Engine
+    from proctor.rollout.engine import Engine
 
     e = Engine(str(tiny_model_dir), CFG)
     yield e
@@ -121,7 +121,7 @@ def test_many_long_seeded_prompts_at_once(engine):
 
 def test_a_failed_engine_step_fails_every_caller(tiny_model_dir):
     """If vLLM's step raises, the waiting requests and every later one get EngineDead (no hang)."""
-    from rollout.engine import Engine, EngineDead
+    from proctor.rollout.engine import Engine, EngineDead
 
     e = Engine(str(tiny_model_dir), CFG)
     try:
@@ -151,7 +151,7 @@ def test_compiled_engine_matches_hf_before_and_after_a_weight_update(tiny_model_
     from safetensors.numpy import load_file
     from transformers import AutoConfig, LlamaForCausalLM
 
-    from rollout.engine import Engine
+    from proctor.rollout.engine import Engine
 
     engine = Engine(str(tiny_model_dir), RolloutConfig(max_model_len=1024, kv_cache_gib=1, compile=True))
     try:
@@ -177,7 +177,7 @@ def test_adapter_dirs_of_engines_no_longer_running_are_removed(tmp_path):
     import subprocess
     import sys
 
-    from rollout.engine import adapter_dir
+    from proctor.rollout.engine import adapter_dir
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()

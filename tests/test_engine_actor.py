@@ -4,8 +4,8 @@ import asyncio
 
 import pytest
 
-from rollout.config import RolloutConfig
-from rollout.types import SamplingSpec
+from proctor.rollout.config import RolloutConfig
+from proctor.rollout.types import SamplingSpec
 
 
 @pytest.mark.slow
@@ -13,7 +13,7 @@ def test_engine_actor_generates_and_takes_weights_from_the_object_store(ray_loca
     import torch
     from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
 
-    from rollout.engine_group import EngineGroup
+    from proctor.rollout.engine_group import EngineGroup
 
     ray = ray_local
     gen = EngineGroup(str(tiny_model_dir), RolloutConfig(max_model_len=1024), num_cpus=0.1)
@@ -46,10 +46,10 @@ def test_episodes_over_engine_actors_and_the_sandbox_pool(ray_local, tiny_model_
     """The distributed path: RLEF episodes as coroutines over 2 EngineActors and a SandboxPool."""
     from transformers import AutoTokenizer
 
-    from problems import load_problems
-    from rollout.engine_group import EngineGroup
-    from rollout.episode import run_episode
-    from sandbox_pool.pool import SandboxPool
+    from proctor.problems import load_problems
+    from proctor.rollout.engine_group import EngineGroup
+    from proctor.rollout.episode import run_episode
+    from proctor.sandbox_pool.pool import SandboxPool
 
     ray = ray_local
     gen = EngineGroup(str(tiny_model_dir), RolloutConfig(max_model_len=1024, engines=2, threads_per_engine=2),
@@ -82,10 +82,10 @@ def test_engine_killed_mid_rollout_is_replaced_with_the_pushed_weights(ray_local
     import torch
     from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
 
-    from problems import load_problems
-    from rollout.engine_group import EngineGroup
-    from rollout.episode import run_episode
-    from sandbox_pool.pool import SandboxPool
+    from proctor.problems import load_problems
+    from proctor.rollout.engine_group import EngineGroup
+    from proctor.rollout.episode import run_episode
+    from proctor.sandbox_pool.pool import SandboxPool
 
     ray = ray_local
     group = EngineGroup(str(tiny_model_dir), RolloutConfig(max_model_len=1024), num_cpus=0.1)
@@ -129,9 +129,9 @@ def test_an_adapter_push_serves_the_trained_network(ray_local, tiny_model_dir):
     from test_lora import trained_adapters
     from transformers import AutoTokenizer
 
-    from learner.lora import adapter_files, merged_named
-    from rollout.engine import is_adapter
-    from rollout.engine_group import EngineGroup
+    from proctor.learner.lora import adapter_files, merged_named
+    from proctor.rollout.engine import is_adapter
+    from proctor.rollout.engine_group import EngineGroup
 
     ray = ray_local
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -158,7 +158,7 @@ def test_an_adapter_push_serves_the_trained_network(ray_local, tiny_model_dir):
 def _group_spawning(first_actor_cls, later_actor_cls):
     """An EngineGroup whose first actor is ``first_actor_cls`` and later ones ``later_actor_cls``
     (stand-ins that start in no time: what is tested is the group's start-up, not vLLM)."""
-    from rollout.engine_group import EngineGroup
+    from proctor.rollout.engine_group import EngineGroup
 
     class Group(EngineGroup):
         spawned = 0

@@ -15,13 +15,13 @@ from test_episode import (  # the scripted policy and problems (tests/ is on sys
     ScriptedGenerator,
 )
 
-from reward.config import RewardConfig
-from reward.outcome import rlef_rewards
-from rollout.env import ENV_ID, RAY_ENV_NAME, RLEFEnv, register
-from rollout.episode import local_judge, run_episode
-from rollout.prompts import first_turn
-from sandbox_pool.judge import TestResult as Result
-from sandbox_pool.judge import Verdict, judge
+from proctor.reward.config import RewardConfig
+from proctor.reward.outcome import rlef_rewards
+from proctor.rollout.env import ENV_ID, RAY_ENV_NAME, RLEFEnv, register
+from proctor.rollout.episode import local_judge, run_episode
+from proctor.rollout.prompts import first_turn
+from proctor.sandbox_pool.judge import TestResult as Result
+from proctor.sandbox_pool.judge import Verdict, judge
 
 
 def rollout(env, problem_id, replies):

@@ -7,21 +7,21 @@ from itertools import chain
 
 import pytest
 
-from problems.format import Problem
-from reward.config import RewardConfig
-from reward.outcome import rlef_rewards
-from rollout.episode import (
+from proctor.problems.format import Problem
+from proctor.reward.config import RewardConfig
+from proctor.reward.outcome import rlef_rewards
+from proctor.rollout.episode import (
     NO_CODE,
     Conversation,
     FeedbackBank,
     local_judge,
     run_episode,
 )
-from rollout.prompts import first_turn
-from rollout.types import Generation, SamplingSpec
-from sandbox_pool.feedback import RETRY
-from sandbox_pool.judge import TestResult as Result
-from sandbox_pool.judge import Verdict
+from proctor.rollout.prompts import first_turn
+from proctor.rollout.types import Generation, SamplingSpec
+from proctor.sandbox_pool.feedback import RETRY
+from proctor.sandbox_pool.judge import TestResult as Result
+from proctor.sandbox_pool.judge import Verdict
 
 ADD = Problem(id="add", prompt="Write add(a, b) that returns a + b.", kind="assert", entry_point="add",
               public_tests=[{"code": "assert add(1, 2) == 3"}],
@@ -175,8 +175,8 @@ def test_infra_error_episode_is_dropped_not_scored(tok):
 
 
 def test_episode_becomes_a_valid_learner_sample(tok, sandbox):
-    from cluster.trajectory import to_sample
-    from learner.batch import collate
+    from proctor.cluster.trajectory import to_sample
+    from proctor.learner.batch import collate
 
     ep, gen = play(ADD, tok, sandbox, [NO_CODE_REPLY, WRONG_ADD, RIGHT_ADD])
     s = to_sample(ep, rlef_rewards(ep, CFG))
@@ -222,7 +222,7 @@ def test_retry_kinds_name_what_each_retry_holds(tok, sandbox):
     """The held-out and training metrics sort every retry: changed code, a resubmission (what
     reward.repeat_cost charges), new code without the problem's function (the failing assertion copied
     back: how v11's policy dodged the repeat cost) and no code at all."""
-    from cluster.metrics import episode_metrics, retry_kinds
+    from proctor.cluster.metrics import episode_metrics, retry_kinds
 
     assertion_only = "```python\nassert add(1, 2) == 3\n```"
     other_wrong = "```python\ndef add(a, b):\n    return a * b\n```"
@@ -257,7 +257,7 @@ def test_retry_kind_survives_code_too_deep_for_the_parser():
     """A reply is untrusted text: an expression too deep for ast.parse / ast.dump is compared as text."""
     from types import SimpleNamespace as NS
 
-    from reward.outcome import retry_kind
+    from proctor.reward.outcome import retry_kind
 
     deep = "x = " + "+".join(["a"] * 5000)
     assert retry_kind(NS(code=deep), [NS(code=deep)], "f") == "resubmitted"

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from cluster.cli import main
+from proctor.cluster.cli import main
 
 
 @pytest.mark.slow
@@ -48,7 +48,7 @@ def test_eval_serves_a_lora_adapter_exactly_as_trained(tiny_model_dir, tmp_path,
     from test_lora import trained_adapters
     from transformers import AutoTokenizer
 
-    from learner.lora import merged_named, save_adapter
+    from proctor.learner.lora import merged_named, save_adapter
 
     model = trained_adapters(tiny_model_dir, rank=4, scale=0.3, seed=1)  # rank 4: served at vLLM's 8
     save_adapter(model, tmp_path / "adapter")
@@ -85,7 +85,7 @@ def test_eval_cli_reports_bad_input_clearly(capsys):
 
 
 def test_pass_at_k_estimator():
-    from cluster.rollouts import pass_at_k
+    from proctor.cluster.rollouts import pass_at_k
 
     assert pass_at_k(10, 0, 1) == 0.0
     assert pass_at_k(10, 10, 5) == 1.0

@@ -1,5 +1,5 @@
-from sandbox_pool.feedback import RETRY, feedback_text
-from sandbox_pool.judge import TestResult, Verdict
+from proctor.sandbox_pool.feedback import RETRY, feedback_text
+from proctor.sandbox_pool.judge import TestResult, Verdict
 
 
 def test_passing_verdict_has_no_feedback():

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from problems import load_problems
-from problems.humaneval import humaneval_path
-from sandbox_pool.judge import judge_many
+from proctor.problems import load_problems
+from proctor.problems.humaneval import humaneval_path
+from proctor.sandbox_pool.judge import judge_many
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import urllib.request
 
 import pytest
 
-from cluster.cli import main
+from proctor.cluster.cli import main
 
 PROBLEM = {"id": "add", "prompt": "Write add(a, b).", "kind": "assert", "entry_point": "add",
            "public_tests": [{"code": "assert add(1, 2) == 3"}], "private_tests": [{"code": "assert add(-1, 1) == 0"}],
@@ -66,7 +66,7 @@ def _post(url, body, token=None):
 
 
 def test_service_refuses_non_loopback_without_token():
-    from sandbox_pool.serve import check_bind
+    from proctor.sandbox_pool.serve import check_bind
 
     with pytest.raises(ValueError, match="needs a bearer token"):
         check_bind("0.0.0.0", None)
@@ -78,7 +78,7 @@ def test_service_refuses_non_loopback_without_token():
 def test_service_judges_over_http_with_token(ray_local):
     from ray import serve
 
-    from sandbox_pool.serve import start
+    from proctor.sandbox_pool.serve import start
 
     url = start("127.0.0.1", _free_port(), token="s3cret", slots=2)
     try:

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-import cluster.ray_local  # noqa: F401  (before ray)
-from cluster.config import load_config
+import proctor.cluster.ray_local  # noqa: F401  (before ray)
+from proctor.cluster.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH = sorted((ROOT / "cluster" / "launch").glob("*.yaml"))

@@ -5,9 +5,9 @@ import math
 
 import pytest
 
-from learner.batch import Sample, informative
-from studies.learn import one_return, write_report
-from studies.stats import all_seeds_exact, mcnemar_exact, net_needed, paired, seed_power
+from proctor.learner.batch import Sample, informative
+from proctor.studies.learn import one_return, write_report
+from proctor.studies.stats import all_seeds_exact, mcnemar_exact, net_needed, paired, seed_power
 
 
 def test_mcnemar_exact_by_hand():
@@ -147,8 +147,8 @@ def test_runs_record_their_command_and_refuse_another(tmp_path):
     """The recipe file and overrides land in --runs/command.json and the report; other ones are refused."""
     from argparse import Namespace
 
-    from cluster.config import CONFIG_DIR, ConfigError
-    from studies.learn import RECIPE, _record_command, trained_with
+    from proctor.cluster.config import CONFIG_DIR, ConfigError
+    from proctor.studies.learn import RECIPE, _record_command, trained_with
 
     runs, out = tmp_path / "runs", tmp_path / "report"
     assert trained_with(runs, [0]) is None
@@ -183,7 +183,7 @@ def test_informative_leaves_out_groups_whose_returns_are_all_equal():
 
 
 def test_report_only_without_results_is_one_error_line(tmp_path, capsys):
-    from cluster.cli import main
+    from proctor.cluster.cli import main
 
     assert main(["learn", "--report-only", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "r")]) == 2
     assert "error: " in capsys.readouterr().out
@@ -198,7 +198,7 @@ def test_learn_end_to_end_on_the_tiny_model_and_a_rerun_skips_what_is_done(tiny_
 
     root = Path(__file__).resolve().parent.parent
     runs, out = tmp_path / "runs", tmp_path / "report"
-    cmd = [sys.executable, "-m", "cluster.cli", "learn", "--config", str(root / "configs" / "tiny.yaml"),
+    cmd = [sys.executable, "-m", "proctor.cluster.cli", "learn", "--config", str(root / "configs" / "tiny.yaml"),
            "--seeds", "0", "--eval-limit", "3", "--runs", str(runs), "--out", str(out),
            f"model.name={tiny_model_dir}", "data.skip=2", "run.iterations=1", "run.save_policy=true"]
     first = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=900)
@@ -233,7 +233,7 @@ def test_learn_soup_trains_each_run_then_evaluates_their_average(tiny_model_dir,
 
     root = Path(__file__).resolve().parent.parent
     runs, out = tmp_path / "runs", tmp_path / "report"
-    cmd = [sys.executable, "-m", "cluster.cli", "learn", "--config", str(root / "configs" / "tiny.yaml"),
+    cmd = [sys.executable, "-m", "proctor.cluster.cli", "learn", "--config", str(root / "configs" / "tiny.yaml"),
            "--seeds", "1", "--eval-limit", "2", "--runs", str(runs), "--out", str(out), f"model.name={tiny_model_dir}",
            "data.skip=0", "run.iterations=1", "run.save_policy=true", "learner.lora_rank=4", "learner.lr=1e-2",
            "learner.dtype=float32", "run.soup=2"]

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from studies.pooled import pool, read_runs, write_pooled
+from proctor.studies.pooled import pool, read_runs, write_pooled
 
 IDS = [f"P/{i}" for i in range(6)]
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from learner.batch import Sample
-from learner.config import LearnerConfig
+from proctor.learner.batch import Sample
+from proctor.learner.config import LearnerConfig
 
 TARGET = 5
 
@@ -75,7 +75,7 @@ def target_prob(model, n: int = 64, prompt_len: int = 6) -> float:
 @pytest.mark.slow
 @pytest.mark.parametrize("advantage", ["gae", "grpo", "rloo"])
 def test_ppo_raises_a_trivially_learnable_reward(ray_local, v16_model_dir, advantage):
-    from learner.group import LearnerGroup
+    from proctor.learner.group import LearnerGroup
 
     ray = ray_local
     cfg = LearnerConfig(lr=1e-3, warmup_steps=0, kl_beta=0.01, minibatch_size=8, ppo_epochs=2, zero_stage=2,
@@ -100,7 +100,7 @@ def test_seq_mean_weighs_episodes_not_tokens_whatever_the_micro_batches(ray_loca
     """learner.loss_agg=seq_mean: one step on episodes of different lengths has the same loss and
     gradient whether the minibatch runs as one micro-batch or as several, and not token_mean's: in
     each group (one short episode, one long) the advantages cancel per episode, not per token."""
-    from learner.group import LearnerGroup
+    from proctor.learner.group import LearnerGroup
 
     ray = ray_local
     model = hf_with(v16_model_dir, None)
@@ -131,7 +131,7 @@ def test_seq_mean_weighs_episodes_not_tokens_whatever_the_micro_batches(ray_loca
 @pytest.mark.parametrize("stage,advantage,dtype", [(2, "gae", "float32"), (3, "gae", "float32"),
                                                   (2, "grpo", "float32"), (0, "gae", "bfloat16"), (2, "grpo", "bfloat16")])
 def test_resume_continues_bit_for_bit(ray_local, v16_model_dir, tmp_path, stage, advantage, dtype):
-    from learner.group import LearnerGroup
+    from proctor.learner.group import LearnerGroup
 
     ray = ray_local
     cfg = LearnerConfig(lr=1e-3, warmup_steps=3, kl_beta=0.05, minibatch_size=4, ppo_epochs=2, zero_stage=stage,
@@ -173,10 +173,10 @@ def test_resume_continues_bit_for_bit(ray_local, v16_model_dir, tmp_path, stage,
 def test_two_workers_stay_identical_and_push_to_an_engine(ray_local, tiny_model_dir):
     from transformers import AutoTokenizer
 
-    from learner.group import LearnerGroup
-    from rollout.config import RolloutConfig
-    from rollout.engine_group import EngineGroup
-    from rollout.types import SamplingSpec
+    from proctor.learner.group import LearnerGroup
+    from proctor.rollout.config import RolloutConfig
+    from proctor.rollout.engine_group import EngineGroup
+    from proctor.rollout.types import SamplingSpec
 
     ray = ray_local
     cfg = LearnerConfig(lr=1e-3, warmup_steps=0, minibatch_size=4, ppo_epochs=1, zero_stage=2, world_size=2,
@@ -221,8 +221,8 @@ def test_two_workers_stay_identical_and_push_to_an_engine(ray_local, tiny_model_
 
 @pytest.mark.slow
 def test_bfloat16_training_and_bfloat16_push(ray_local, v16_model_dir):
-    from learner.group import LearnerGroup
-    from rollout.engine import _to_tensors
+    from proctor.learner.group import LearnerGroup
+    from proctor.rollout.engine import _to_tensors
 
     ray = ray_local
     cfg = LearnerConfig(lr=1e-3, warmup_steps=0, minibatch_size=8, zero_stage=2, dtype="bfloat16")
@@ -242,7 +242,7 @@ def test_bfloat16_training_and_bfloat16_push(ray_local, v16_model_dir):
 def test_frozen_parameters_stay_put_and_grpo_without_kl_builds_no_reference(ray_local, v16_model_dir):
     """learner.freeze=[embed_tokens] in bf16 grpo with kl_beta 0 (the CPU recipe's layout): the embedding
     is pushed unchanged, every block weight moves, and no reference model is built."""
-    from learner.group import LearnerGroup
+    from proctor.learner.group import LearnerGroup
 
     ray = ray_local
     before = {k: v.numpy() for k, v in hf_with(v16_model_dir, None).state_dict().items()}
@@ -263,7 +263,7 @@ def test_frozen_parameters_stay_put_and_grpo_without_kl_builds_no_reference(ray_
 
 
 def test_freeze_pattern_that_matches_nothing_names_the_modules(v16_model_dir):
-    from learner.model import freeze
+    from proctor.learner.model import freeze
 
     model = hf_with(v16_model_dir, None)
     with pytest.raises(ValueError, match=r"'embeddings' matches no parameter of LlamaForCausalLM; its modules: "
@@ -278,7 +278,7 @@ def test_bfloat16_learner_agrees_with_float32(ray_local, v16_model_dir, advantag
     """The same two iterations on the same batches in bf16 (fp32 master weights) and in fp32: the
     losses, the KL and the entropy agree to bf16's precision, |bf16 - fp32| <= 0.02 + 2% of |fp32|,
     and the trained policies' log-probabilities to within 30% of how far training moved them."""
-    from learner.group import LearnerGroup
+    from proctor.learner.group import LearnerGroup
 
     ray = ray_local
     model = hf_with(v16_model_dir, None)
@@ -318,7 +318,7 @@ def test_bfloat16_learner_agrees_with_float32(ray_local, v16_model_dir, advantag
 
 
 def test_auto_dtype_is_bfloat16_where_the_cpu_has_amx(monkeypatch):
-    from learner import model
+    from proctor.learner import model
 
     assert model.resolve_dtype("float32", "cpu") == "float32" and model.resolve_dtype("bfloat16", "cpu") == "bfloat16"
     with open("/proc/cpuinfo") as f:
@@ -329,7 +329,7 @@ def test_auto_dtype_is_bfloat16_where_the_cpu_has_amx(monkeypatch):
 
 
 def test_the_optimizer_is_fused_on_a_gpu_only():
-    from learner.deepspeed_setup import ds_config
+    from proctor.learner.deepspeed_setup import ds_config
 
     cfg = LearnerConfig()
     assert ds_config(cfg, 1e-6, 0, cuda=True)["optimizer"]["params"]["fused"] is True

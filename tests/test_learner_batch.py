@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from learner.batch import (
+from proctor.learner.batch import (
     RowInfo,
     Sample,
     SampleError,
@@ -129,7 +129,7 @@ def test_buckets_with_fewer_rows_than_count():
 
 
 def test_assign_group_advantages_uses_whole_episode_returns():
-    from learner.batch import assign_group_advantages, episode_return
+    from proctor.learner.batch import assign_group_advantages, episode_return
 
     def ep(pid, rewards, dense=None):  # prompt [0, 4), reply [4, 6), feedback [6], reply [7, 9)
         spans = [(4, 6), (7, 9)][:len(rewards)]

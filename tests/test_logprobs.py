@@ -9,8 +9,8 @@ import torch
 def test_chunked_logprobs_equal_the_full_head(tiny_model_dir, lora):
     """learner.logprob_chunk_tokens: the head on the action tokens in chunks (recomputed in the
     backward) gives the full head's log-probabilities, entropies and gradients."""
-    from learner.lora import add_adapters
-    from learner.model import action_logprobs, load_policy
+    from proctor.learner.lora import add_adapters
+    from proctor.learner.model import action_logprobs, load_policy
 
     torch.manual_seed(0)
     model = load_policy(tiny_model_dir)
@@ -47,8 +47,8 @@ def test_chunked_logprobs_equal_the_full_head(tiny_model_dir, lora):
 def test_right_padded_batches_run_without_a_padding_mask(tiny_model_dir):
     """learner.batch.forward_mask: a right-padded batch runs under the causal mask alone, and its
     rows' log-probabilities equal each row's own, unpadded; a left-padded batch keeps its mask."""
-    from learner.batch import forward_mask
-    from learner.model import action_logprobs, load_policy
+    from proctor.learner.batch import forward_mask
+    from proctor.learner.model import action_logprobs, load_policy
 
     right, left = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]]), torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])
     assert forward_mask(right) is None and forward_mask(left) is left

@@ -7,9 +7,9 @@ import pytest
 import torch
 from test_learner import hf_with, on_policy_rounds, sample, target_prob, weights
 
-from learner.config import LearnerConfig
-from learner.lora import add_adapters, merged_named, reference
-from learner.model import action_logprobs
+from proctor.learner.config import LearnerConfig
+from proctor.learner.lora import add_adapters, merged_named, reference
+from proctor.learner.model import action_logprobs
 
 
 def logprobs(model, ids):
@@ -68,7 +68,7 @@ def test_only_the_adapters_are_trainable_and_targets_are_checked(v16_model_dir):
                                                                  ("gae", "float32", 1, 8), ("grpo", "bfloat16", 2, 0)])
 def test_lora_learns_a_trivially_learnable_reward_without_a_reference_copy(ray_local, v16_model_dir, advantage, dtype,
                                                                            workers, critic_lora):
-    from learner.group import LearnerGroup
+    from proctor.learner.group import LearnerGroup
 
     ray = ray_local
     cfg = LearnerConfig(lr=1e-2, weight_decay=0.0, warmup_steps=0, kl_beta=0.01, minibatch_size=8, ppo_epochs=2,
@@ -98,7 +98,7 @@ def test_lora_resume_is_bit_exact_and_the_saved_policy_loads_merged_and_as_an_ad
                                                                                        tmp_path):
     from peft import PeftModel
 
-    from learner.group import LearnerGroup
+    from proctor.learner.group import LearnerGroup
 
     ray = ray_local
     cfg = LearnerConfig(lr=1e-2, warmup_steps=2, kl_beta=0.05, minibatch_size=4, ppo_epochs=2, zero_stage=2,

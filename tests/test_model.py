@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from cluster.model import EMBEDDED, ModelError, embedded_gguf, resolve
+from proctor.cluster.model import EMBEDDED, ModelError, embedded_gguf, resolve
 
 
 def test_hf_dir_is_used_as_is(tiny_model_dir):

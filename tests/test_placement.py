@@ -2,7 +2,7 @@
 
 import pytest
 
-from cluster.placement import Placement, PlacementError
+from proctor.cluster.placement import Placement, PlacementError
 
 
 def test_actors_are_scheduled_into_their_bundles(ray_local):

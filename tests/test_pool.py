@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from problems.format import Problem
-from sandbox_pool.pool import SandboxPool
+from proctor.problems.format import Problem
+from proctor.sandbox_pool.pool import SandboxPool
 
 SLOW = Problem(id="slow", prompt="inc", kind="assert", entry_point="inc",
                public_tests=[{"code": "assert inc(1) == 2"}], private_tests=[{"code": "assert inc(2) == 3"}],

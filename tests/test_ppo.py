@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from learner import ppo
-from learner.ppo import (
+from proctor.learner import ppo
+from proctor.learner.ppo import (
     broadcast_turns,
     explained_variance,
     kl_penalty,
@@ -361,7 +361,7 @@ def test_group_advantages_negative_scale_weighs_only_the_below_average_episodes(
 
 
 def test_negative_advantage_scale_is_a_critic_free_setting():
-    from learner.config import LearnerConfig
+    from proctor.learner.config import LearnerConfig
     assert LearnerConfig(advantage="grpo", negative_advantage_scale=0.5).negative_advantage_scale == 0.5
     with pytest.raises(ValueError, match="critic-free advantages"):
         LearnerConfig(advantage="gae", negative_advantage_scale=0.5)

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from cluster.config import load_config
-from cluster.prm import label_problem
-from problems.format import Problem
-from rollout.episode import local_judge
-from rollout.types import Generation
+from proctor.cluster.config import load_config
+from proctor.cluster.prm import label_problem
+from proctor.problems.format import Problem
+from proctor.rollout.episode import local_judge
+from proctor.rollout.types import Generation
 
 ROOT = Path(__file__).resolve().parent.parent
 SUM = Problem(id="sum3", prompt="Write sum3(a, b, c) returning a + b + c.", kind="assert", entry_point="sum3",
@@ -96,7 +96,7 @@ def _prm_train(label_rows, tiny_model_dir, tmp_path: Path, *overrides: str) -> P
             for r in rows:
                 f.write(json.dumps({**r, "problem_id": f"p{i}"}) + "\n")
     out = tmp_path / "prm"
-    proc = subprocess.run([sys.executable, "-m", "cluster.cli", "prm", "train", "--config", "configs/tiny.yaml",
+    proc = subprocess.run([sys.executable, "-m", "proctor.cluster.cli", "prm", "train", "--config", "configs/tiny.yaml",
                            f"model.name={tiny_model_dir}", f"prm.train.labels={labels}", f"prm.train.out={out}",
                            "prm.train.epochs=6", "prm.train.batch_size=2", "prm.train.heldout_frac=0.34", *overrides],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -115,7 +115,7 @@ def test_prm_train_score_and_critic_init(label_rows, prm_dir, tok):
     assert h["lines"] == 4 * 5 and h["line_accuracy"] > 0.7 and h["auc"] > 0.7   # same rows: learnable
     assert list((out / "tb").glob("events.out.tfevents.*"))
 
-    from reward.actor import PRMScorer
+    from proctor.reward.actor import PRMScorer
 
     scorer = PRMScorer(out)
     r = rows[0]
@@ -133,7 +133,7 @@ def test_prm_train_score_and_critic_init(label_rows, prm_dir, tok):
     assert low.scores == pytest.approx(scored.scores, abs=0.05) and low.scores != scored.scores
 
     # The learner's critic loads the PRM directory as is: same values at the line ends (mse: unclipped raw).
-    from learner.model import ValueModel
+    from proctor.learner.model import ValueModel
 
     critic = ValueModel.from_pretrained(out)
     with torch.no_grad():
@@ -149,8 +149,8 @@ def test_prm_trains_lora_adapters_and_saves_a_plain_merged_dir(label_rows, tiny_
     dir holds the merged network (no adapter files), and reloaded it scores as the trained model did."""
     from safetensors.torch import load_file
 
-    from reward.prm import PRM
-    from reward.train import evaluate, load_labels, split
+    from proctor.reward.prm import PRM
+    from proctor.reward.train import evaluate, load_labels, split
 
     out = _prm_train(label_rows, tiny_model_dir, tmp_path, "prm.train.lr=5e-3", "prm.train.lora_rank=8",
                      f"prm.train.dtype={dtype}")
@@ -183,7 +183,7 @@ def test_bad_label_file_names_row_and_field(tmp_path, tiny_model_dir):
     bad.write_text(json.dumps({"problem_id": "x", "prompt_ids": [1], "response_ids": [2, 3],
                                "line_last_tokens": [5], "line_kinds": ["code"], "labels": [1.0], "passed": False,
                                "first_bad_line": None}) + "\n")
-    proc = subprocess.run([sys.executable, "-m", "cluster.cli", "prm", "train", "--config", "configs/tiny.yaml",
+    proc = subprocess.run([sys.executable, "-m", "proctor.cluster.cli", "prm", "train", "--config", "configs/tiny.yaml",
                            f"model.name={tiny_model_dir}", f"prm.train.labels={bad}", f"prm.train.out={tmp_path / 'o'}"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
@@ -191,8 +191,8 @@ def test_bad_label_file_names_row_and_field(tmp_path, tiny_model_dir):
 
 
 def test_process_rewards_shape_an_episode(ray_local, label_rows, prm_dir, tok):
-    from reward.actor import PRMScorer, ProcessRewards
-    from rollout.types import Episode, Turn
+    from proctor.reward.actor import PRMScorer, ProcessRewards
+    from proctor.rollout.types import Episode, Turn
 
     rows, _, _ = label_rows
     r = rows[0]
@@ -219,7 +219,7 @@ def test_process_rewards_shape_an_episode(ray_local, label_rows, prm_dir, tok):
 
 
 def test_prm_config_errors():
-    from cluster.config import ConfigError
+    from proctor.cluster.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"need reward\.prm_model"):
         load_config(ROOT / "configs" / "tiny.yaml", ["reward.prm=true"])
@@ -227,8 +227,8 @@ def test_prm_config_errors():
 
 @pytest.mark.slow
 def test_train_with_prm_dense_reward_and_critic_init(ray_local, tiny_model_dir, prm_dir, tmp_path):
-    from cluster.metrics import read_metrics
-    from cluster.train import train
+    from proctor.cluster.metrics import read_metrics
+    from proctor.cluster.train import train
 
     cfg = load_config(ROOT / "configs" / "tiny.yaml", [f"model.name={tiny_model_dir}", "run.iterations=1",
                                                        "reward.prm=true", f"reward.prm_model={prm_dir}",
@@ -245,7 +245,7 @@ def test_prm_label_cli_runs_on_the_real_engine(tiny_model_dir, tmp_path):
     """The wiring of ``proctor prm label``: real vLLM engine actor, real sandbox pool, resumable output.
     (A random tiny model writes no fenced code, so there is nothing to search: the rows are counted.)"""
     out = tmp_path / "labels.jsonl"
-    args = [sys.executable, "-m", "cluster.cli", "prm", "label", "--config", "configs/tiny.yaml",
+    args = [sys.executable, "-m", "proctor.cluster.cli", "prm", "label", "--config", "configs/tiny.yaml",
             f"model.name={tiny_model_dir}", "prm.label.problems=2", "prm.label.responses_per_problem=2",
             "prm.label.k=2", "prm.label.max_new_tokens=16", f"prm.label.out={out}"]
     proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -259,7 +259,7 @@ def test_prm_label_cli_runs_on_the_real_engine(tiny_model_dir, tmp_path):
 def test_revised_only_keeps_failed_responses_with_a_fixable_prefix(tok, sandbox, tiny_model_dir):
     import io
 
-    from cluster.prm import _label_all
+    from proctor.cluster.prm import _label_all
 
     class Passing(PrefixPolicy):
         async def generate(self, prompt_ids, spec):

@@ -5,9 +5,9 @@ import math
 
 import pytest
 
-from reward.label import first_unfixable, label_response
-from reward.lines import Line, classify, reply_lines
-from reward.shaping import ReplyScores, dense_rewards, line_stats
+from proctor.reward.label import first_unfixable, label_response
+from proctor.reward.lines import Line, classify, reply_lines
+from proctor.reward.shaping import ReplyScores, dense_rewards, line_stats
 
 REPLY = ("Here is the function:\n"
          "```python\n"
@@ -170,7 +170,7 @@ def test_line_stats():
 
 
 def test_auc_by_hand():
-    from reward.prm import auc
+    from proctor.reward.prm import auc
 
     assert auc([0.9, 0.8, 0.1], [1, 1, -1]) == 1.0
     assert auc([0.1, 0.9], [1, -1]) == 0.0
@@ -183,7 +183,7 @@ def test_prm_losses_and_score_range(loss):
     import torch
     from transformers import LlamaConfig, LlamaModel
 
-    from reward.prm import PRM
+    from proctor.reward.prm import PRM
 
     torch.manual_seed(0)
     model = PRM(LlamaModel(LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
@@ -219,7 +219,7 @@ SHAPES = [
 def test_prm_lines_are_exactly_the_code_that_runs(reply):
     """The sandbox and the PRM read a reply with one grammar: the code lines (with comments and blanks)
     are the lines of the code the sandbox runs, and nothing else."""
-    from sandbox_pool.code import extract_code
+    from proctor.sandbox_pool.code import extract_code
 
     code = extract_code(reply, "f")
     inside = [line for line, kind in classify(reply, "f") if kind != "prose"]

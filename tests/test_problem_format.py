@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from problems import DataError, load_problems, load_solutions
-from problems.format import AssertTest, Problem, ProblemError, StdioTest, parse_problem
+from proctor.problems import DataError, load_problems, load_solutions
+from proctor.problems.format import AssertTest, Problem, ProblemError, StdioTest, parse_problem
 
 GOOD_ASSERT = {
     "id": "add", "prompt": "Write add(a, b).", "kind": "assert", "entry_point": "add",

@@ -2,7 +2,7 @@ import io
 
 from rich.console import Console
 
-from cluster.progress import progress
+from proctor.cluster.progress import progress
 
 
 def test_logs_a_line_every_tenth_when_not_a_terminal():
@@ -18,7 +18,7 @@ def test_logs_a_line_every_tenth_when_not_a_terminal():
 
 def test_console_never_wraps_a_line_off_a_terminal(monkeypatch, capsys):
     """Error messages and machine-readable lines stay whole in logs and pipes, whatever COLUMNS says."""
-    from cluster.progress import make_console
+    from proctor.cluster.progress import make_console
 
     monkeypatch.setenv("COLUMNS", "40")
     line = "error: /a/rather/long/temporary/path/of/some/length/s.jsonl line 2 (id 'mul'): field id: no problem"

@@ -63,7 +63,7 @@ def ray_head(tmp_path):
 def test_train_runs_as_a_ray_job(ray_head, tiny_model_dir, tmp_path):
     address, env = ray_head
     run = tmp_path / "run"
-    entry = (f"{sys.executable} -m cluster.cli train --config configs/tiny.yaml --run-dir {run} "
+    entry = (f"{sys.executable} -m proctor.cluster.cli train --config configs/tiny.yaml --run-dir {run} "
              f"model.name={tiny_model_dir} run.iterations=1 run.placement=pack")
     deadline = time.time() + 120
     while True:  # the head's job agent starts a little after its job API answers

@@ -6,11 +6,11 @@ import threading
 
 import pytest
 
-from problems.format import Problem
-from sandbox_pool.adversarial import ADVERSARIAL, FUNC, PROG
-from sandbox_pool.bwrap import UID_BASE
-from sandbox_pool.judge import judge
-from sandbox_pool.runner import Sandbox
+from proctor.problems.format import Problem
+from proctor.sandbox_pool.adversarial import ADVERSARIAL, FUNC, PROG
+from proctor.sandbox_pool.bwrap import UID_BASE
+from proctor.sandbox_pool.judge import judge
+from proctor.sandbox_pool.runner import Sandbox
 
 
 def statuses(v):

@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from cluster import signals
+from proctor.cluster import signals
 
 
 @pytest.fixture

@@ -12,11 +12,11 @@ from rich.console import Console
 from safetensors.torch import load_file
 from test_lora import trained_adapters
 
-from cluster.cli import main
-from cluster.config import ConfigError, load_config
-from learner.lora import merged_named, save_adapter
-from learner.soup import soup
-from studies.seed_runs import train_dirs, train_seconds, train_seed
+from proctor.cluster.cli import main
+from proctor.cluster.config import ConfigError, load_config
+from proctor.learner.lora import merged_named, save_adapter
+from proctor.learner.soup import soup
+from proctor.studies.seed_runs import train_dirs, train_seconds, train_seed
 
 
 def adapter(model_dir, out, seed):

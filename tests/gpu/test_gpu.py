@@ -14,7 +14,7 @@ import pytest
 import torch
 from test_learner import hf_with, sample
 
-from learner.config import LearnerConfig
+from proctor.learner.config import LearnerConfig
 
 pytestmark = pytest.mark.gpu
 # cuBLAS is deterministic only with a fixed workspace, which must be chosen before CUDA starts.
@@ -31,7 +31,7 @@ def device():
 
 
 def worker(model_dir, device, seed=0, **kw):
-    from learner.worker import PPOWorker
+    from proctor.learner.worker import PPOWorker
 
     cfg = LearnerConfig(**{"lr": 1e-3, "warmup_steps": 0, "kl_beta": 0.05, "minibatch_size": 4, "ppo_epochs": 1,
                            "dtype": "bfloat16", **kw})
@@ -96,7 +96,7 @@ def test_resume_is_bit_exact_on_the_device(v16_model_dir, device, tmp_path, dete
 def test_export_and_saved_policy_are_the_trained_network(v16_model_dir, device, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from learner.model import action_logprobs
+    from proctor.learner.model import action_logprobs
 
     w = worker(v16_model_dir, device, advantage="grpo", dtype="float32")
     w.train(sample(hf_with(v16_model_dir, None), 8, seed=0))
@@ -113,7 +113,7 @@ def test_export_and_saved_policy_are_the_trained_network(v16_model_dir, device, 
 
 
 def test_prm_scores_on_the_device_and_initialises_the_critic(v16_model_dir, device, tmp_path):
-    from reward.prm import PRM, score_positions
+    from proctor.reward.prm import PRM, score_positions
 
     prm = PRM.from_pretrained(v16_model_dir).to(device)
     with torch.no_grad():
@@ -121,7 +121,7 @@ def test_prm_scores_on_the_device_and_initialises_the_critic(v16_model_dir, devi
     scores = score_positions(prm, [[2, 3, 4, 5], [6, 7]], [[1, 3], [1]], pad_id=0)
     assert [len(s) for s in scores] == [2, 1] and all(-1 <= x <= 1 for s in scores for x in s)
     prm.save_pretrained(tmp_path / "prm")
-    from learner.worker import PPOWorker
+    from proctor.learner.worker import PPOWorker
 
     cfg = LearnerConfig(lr=1e-3, warmup_steps=0, minibatch_size=4, dtype="bfloat16", advantage="gae")
     critic_init = PPOWorker(str(v16_model_dir), cfg, seed=0, critic_dir=str(tmp_path / "prm"))
@@ -145,8 +145,8 @@ def test_lora_trains_and_exports_merged_weights_on_the_device(v16_model_dir, dev
 def test_two_ranks_over_nccl_stay_identical(v16_model_dir, device, tmp_path):
     if device.type != "cuda" or torch.cuda.device_count() < 2:
         pytest.skip("needs 2 CUDA devices")
-    from cluster.ray_local import init_ray
-    from learner.group import LearnerGroup
+    from proctor.cluster.ray_local import init_ray
+    from proctor.learner.group import LearnerGroup
 
     ray = init_ray(num_cpus=4, tmp_dir=str(tmp_path / "ray"))  # Ray finds the GPUs itself
     try:
