@@ -154,7 +154,7 @@ def test_runs_record_their_command_and_refuse_another(tmp_path):
     assert trained_with(runs, [0]) is None
     _record_command(runs, Namespace(config=str(RECIPE), overrides=["rollout.samples_per_problem=8"]))
     _record_command(runs, Namespace(config=str(RECIPE), overrides=["rollout.samples_per_problem=8"]))  # the same: fine
-    with pytest.raises(ConfigError, match=r"command\.json.*samples_per_problem=8.*not .*tiny\.yaml"):
+    with pytest.raises(ConfigError, match=r"command\.json.*samples_per_problem=8.*not tiny with none"):
         _record_command(runs, Namespace(config=str(CONFIG_DIR / "tiny.yaml"), overrides=[]))
     assert trained_with(runs, [0, 1]) == f"proctor learn --runs {runs} --seeds 0,1 rollout.samples_per_problem=8"
     ids = [f"p{i}" for i in range(4)]
@@ -164,7 +164,13 @@ def test_runs_record_their_command_and_refuse_another(tmp_path):
     assert f"Trained and evaluated with: `proctor learn --runs {runs} --seeds 0 rollout.samples_per_problem=8`" in text
     other = tmp_path / "other"
     _record_command(other, Namespace(config=str(CONFIG_DIR / "tiny.yaml"), overrides=[]))
-    assert trained_with(other, [2]) == f"proctor learn --config configs/tiny.yaml --runs {other} --seeds 2"
+    assert trained_with(other, [2]) == f"proctor learn --config tiny --runs {other} --seeds 2"
+    # a record from before configs had names (a checkout's relative path) is the same recipe
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "command.json").write_text('{"config": "configs/learn-cpu.yaml", "overrides": []}\n')
+    _record_command(legacy, Namespace(config="learn-cpu", overrides=[]))
+    assert trained_with(legacy, [0]) == f"proctor learn --runs {legacy} --seeds 0"
 
 
 def test_report_without_a_base_evaluation_says_so(tmp_path):

@@ -47,8 +47,8 @@ def test_every_directory_of_the_namespace_is_a_listed_package():
             found.add(".".join([name, *sub.relative_to(ROOT / directory).parts]))
     assert found == listed, f"unlisted: {sorted(found - listed)}; listed but absent: {sorted(listed - found)}"
     assert all(n.startswith("proctor.") for n in listed)
-    for name, patterns in TOOL["tool"]["setuptools"]["package-data"].items():
-        assert name in listed, name
+    unlisted_data = set(TOOL["tool"]["setuptools"]["package-data"]) - listed
+    assert unlisted_data == set(), f"package data of packages not listed: {sorted(unlisted_data)}"
 
 
 def test_the_console_script_and_the_version_come_from_the_package():
