@@ -3,7 +3,8 @@
 # `make learn`: the CPU learning recipe (proctor learn, configs/learn-cpu.yaml).
 # `make test`: set up, then lint and run the test suite (python -P: the checkout is not on sys.path, so
 # the tests import proctor as installed, by its one namespace).
-.PHONY: setup run eval learn test lint
+# `make docs`: the docs site into site/ (MkDocs, --strict: a broken link or page fails).
+.PHONY: setup run eval learn test lint docs
 
 setup:
 	@bash scripts/setup.sh
@@ -18,6 +19,9 @@ eval: setup
 
 learn: setup
 	.venv/bin/proctor learn $(ARGS)
+
+docs: setup
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict
 
 lint: setup
 	.venv/bin/ruff check .

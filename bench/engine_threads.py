@@ -29,7 +29,7 @@ def main(argv: list[str]) -> int:
 
     from proctor.cluster.ray_local import init_ray
     from proctor.problems import load_problems
-    from proctor.rollout.engine import EngineGroup
+    from proctor.rollout.engine_group import EngineGroup
     from proctor.rollout.episode import Conversation
     from proctor.rollout.prompts import first_turn
     from proctor.rollout.types import SamplingSpec

@@ -49,7 +49,7 @@ def main(argv: list[str]) -> int:
 
     from proctor.cluster.ray_local import init_ray
     from proctor.learner.group import LearnerGroup
-    from proctor.rollout.engine import EngineGroup
+    from proctor.rollout.engine_group import EngineGroup
 
     ray = init_ray(num_cpus=2)
     console.print(f"learner (ZeRO {cfg.learner.zero_stage}) and {args.engines} engines on {model_dir}")

@@ -1,20 +1,5 @@
-"""proctor: RL for code LLMs from execution feedback and line-level process rewards.
-
-    proctor data inspect NAME_OR_PATH
-    proctor model prepare [NAME_OR_PATH]
-    proctor model generate [--model M] PROMPT
-    proctor model soup ADAPTER_DIR... --out DIR [--base M]
-    proctor train [--config C] [--run-dir D] [--resume RUN_DIR] [key=value ...]
-    proctor plot RUN_DIR
-    proctor learn [--config learn-cpu] [--seeds 0,1] [--report-only] [--pool reports] [key=value ...]
-    proctor study start|run [--budget-min M] [--arms A,B] [--iterations N] [key=value ...]; proctor study report|seeds
-    proctor prm label [--config C] [key=value ...]
-    proctor prm train [--config C] [key=value ...]
-    proctor eval [--model M] [--dataset D] [--turns T] [--samples K] [--limit N] [key=value ...]
-    proctor sandbox judge --problems P --solutions S [--tests public|private|all] [--out R.jsonl]
-    proctor sandbox serve [--host H] [--port N] [--token T]
-    proctor bench NAME [ARGS]
-    proctor config show [--config C] [key=value ...]
+"""proctor: reinforcement learning for code LLMs from execution feedback (RLEF) and line-level process
+rewards (PSGPO), on Ray. ``proctor COMMAND --help`` for each command; the docs site for the rest.
 
 Every command that takes a config accepts ``key=value`` overrides (``rollout.max_turns=2``); ``--config``
 takes a YAML file or a shipped config's name (``proctor config show --config tiny``).
@@ -192,7 +177,7 @@ def cmd_sandbox_judge(args) -> int:
     from proctor.sandbox_pool.runner import Sandbox
 
     cfg = load_config(args.config, args.overrides)
-    problems = {p.id: p for p in load_problems(args.problems)}
+    problems = {p.id: p for p in load_problems(args.dataset)}
     solutions = load_solutions(args.solutions, problems)
     out = open(args.out, "w") if args.out else sys.stdout  # noqa: SIM115 - closed below when a file
     counts = collections.Counter()
@@ -271,21 +256,28 @@ def cmd_prm_train(args) -> int:
 
 
 def cmd_config_show(args) -> int:
-    console.print(dump_config(load_config(args.config, args.overrides)), markup=False, highlight=False)
+    cfg = load_config(args.config, args.overrides)
+    if args.explain:
+        from proctor.cluster.config_docs import explain
+
+        console.print(explain(cfg), markup=False, highlight=False, end="")
+        return 0
+    console.print(dump_config(cfg), markup=False, highlight=False)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="proctor", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="proctor", usage="proctor [--version] COMMAND ...", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", action="version", version=f"proctor {version('proctor')}")
-    sub = ap.add_subparsers(dest="command", required=True)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND", help=argparse.SUPPRESS, prog="proctor")
 
-    data = sub.add_parser("data", help="problem datasets").add_subparsers(dest="action", required=True)
+    data = sub.add_parser("data", help="inspect a problem source: counts per kind, one example").add_subparsers(dest="action", required=True)
     p = data.add_parser("inspect", help="counts per kind and one example")
     p.add_argument("source", help="bundled, humaneval, a .jsonl/.parquet file, or ADAPTER:SOURCE")
     p.set_defaults(fn=cmd_data_inspect)
 
-    model = sub.add_parser("model", help="models").add_subparsers(dest="action", required=True)
+    model = sub.add_parser("model", help="prepare a model, generate with it, average LoRA adapters").add_subparsers(dest="action", required=True)
     p = model.add_parser("prepare", help="turn a model (default: the embedded one) into a local HF dir")
     p.add_argument("model", nargs="?", default=EMBEDDED)
     p.set_defaults(fn=cmd_model_prepare)
@@ -308,10 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("overrides", nargs="*", metavar="key=value")
 
     p = sub.add_parser("eval", help="RLEF rollouts of a model: pass@1, 1@T, pass@k")
-    p.add_argument("--model", help="default: model.name from the config")
+    p.add_argument("--model", help="the model to evaluate (wins over model.name)")
     p.add_argument("--adapter", help="a peft LoRA dir (a LoRA run's policy/adapter) served on top of --model "
                    "through vLLM's LoRA support: the policy exactly as trained, not merged into bf16 weights")
-    p.add_argument("--dataset", help="default: data.eval from the config")
+    p.add_argument("--dataset", help="problems to evaluate on (wins over data.eval)")
     p.add_argument("--turns", type=int, help="attempts per rollout (default: rollout.max_turns)")
     p.add_argument("--samples", type=int, default=1, help="rollouts per problem")
     p.add_argument("--limit", type=int, help="only the first N problems (after --skip)")
@@ -326,12 +318,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_eval)
 
     p = sub.add_parser("train", help="RLEF training: rollouts, PPO updates, weight pushes, checkpoints")
-    p.add_argument("--run-dir", help="output dir (default: run.out_dir from the config)")
+    p.add_argument("--out", dest="run_dir", metavar="RUN_DIR", help="the run dir (wins over run.out_dir)")
+    p.add_argument("--run-dir", dest="run_dir", help=argparse.SUPPRESS)  # the name before --out
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     with_config(p)
     p.set_defaults(fn=cmd_train)
 
-    prm = sub.add_parser("prm", help="process reward model (PSGPO)").add_subparsers(dest="action", required=True)
+    prm = sub.add_parser("prm", help="label code lines by binary search over prefixes, train the PRM").add_subparsers(dest="action", required=True)
     p = prm.add_parser("label", help="line labels by binary search over prefixes (prm.label.*)")
     with_config(p)
     p.set_defaults(fn=cmd_prm_label)
@@ -355,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     for action, text, runs in (("report", "write OUT/report.md and PNGs from the arms finished so far", "runs/study"),
                                ("seeds", "pair the arms over seeds: --runs A,B, one study run dir per seed", None)):
         p = study.add_parser(action, help=text)
-        p.add_argument("--out", default=f"reports/study{'-seeds' if runs is None else ''}")
+        p.add_argument("--out", default="runs/study/report" if runs else "runs/study-seeds/report")
         p.add_argument("--runs", default=runs, required=runs is None)
         p.set_defaults(fn=cmd_study)
 
@@ -364,9 +357,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="PNG path (default RUN_DIR/curves.png)")
     p.set_defaults(fn=cmd_plot)
 
-    sandbox = sub.add_parser("sandbox", help="the sandboxed judge").add_subparsers(dest="action", required=True)
+    sandbox = sub.add_parser("sandbox", help="judge solutions in the sandbox, or serve the judge over HTTP").add_subparsers(dest="action", required=True)
     p = sandbox.add_parser("judge", help="judge solutions against problems' tests")
-    p.add_argument("--problems", required=True, help="problems: a file or any dataset spec (bundled, humaneval, ...)")
+    p.add_argument("--dataset", required=True, help="problems: a file or any dataset spec (bundled, humaneval, ...)")
+    p.add_argument("--problems", dest="dataset", help=argparse.SUPPRESS)  # the name before --dataset
     p.add_argument("--solutions", required=True, help='JSONL rows {"id", "code", "tag"?}')
     p.add_argument("--tests", choices=["public", "private", "all"], default="all")
     p.add_argument("--out", help="write result rows here (default: stdout)")
@@ -384,11 +378,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs=argparse.REMAINDER)
     p.set_defaults(fn=cmd_bench)
 
-    cfg = sub.add_parser("config", help="configuration").add_subparsers(dest="action", required=True)
+    cfg = sub.add_parser("config", help="print the resolved config (--explain: with each key's description)").add_subparsers(dest="action", required=True)
     p = cfg.add_parser("show", help="print the resolved config")
+    p.add_argument("--explain", action="store_true", help="each key with its description and the commands that read it")
     with_config(p)
     p.set_defaults(fn=cmd_config_show)
+    ap.epilog = _command_list(sub)
     return ap
+
+
+# `proctor --help`: the user's commands first, the research workflow under its own heading.
+COMMAND_GROUPS = (
+    ("train and evaluate", ("train", "eval", "plot")),
+    ("data, models, configs", ("data", "model", "config")),
+    ("judge, benchmarks", ("sandbox", "bench")),
+    ("process reward model (PSGPO)", ("prm",)),
+    ("research workflow: whole-run experiments, each stage a proctor subprocess", ("learn", "study")),
+)
+
+
+def _command_list(sub) -> str:
+    helps = {a.dest: a.help for a in sub._choices_actions}
+    grouped = [c for _, cmds in COMMAND_GROUPS for c in cmds]
+    assert sorted(grouped) == sorted(sub.choices), "every command in exactly one group"
+    width = max(map(len, grouped)) + 2
+    return "\n\n".join(f"{title}:\n" + "\n".join(f"  {c:<{width}}{helps[c]}" for c in cmds)
+                       for title, cmds in COMMAND_GROUPS)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,13 +32,16 @@ class ConfigError(ValueError):
 class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(default="smollm2-135m-instruct", description="embedded name, .gguf, HF dir or hub name")
-    cache_dir: str | None = None
+    cache_dir: str | None = Field(default=None, description="where prepared models are kept (default: "
+                                  "$PROCTOR_CACHE/models, ~/.cache/proctor/models)")
 
 
 class DataConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    train: str = "bundled"
-    eval: str = "humaneval"
+    train: str = Field(default="bundled", description="training problems: bundled, mbpp397, humaneval, a .jsonl / "
+                       ".parquet file in proctor's problem format, or ADAPTER:SOURCE (e.g. mbpp:path/to/mbpp.jsonl)")
+    eval: str = Field(default="humaneval", description="held-out problems (same forms as data.train): proctor eval's "
+                      "default dataset and the training run's held-out evaluation (run.eval_problems)")
     limit: int | None = Field(default=None, ge=1, description="train on only the first N problems of data.train "
                               "(after skip); evaluations take --limit")
     skip: int = Field(default=0, ge=0, description="leave out the first N problems of data.train (e.g. a slice "
@@ -47,9 +50,10 @@ class DataConfig(BaseModel):
 
 class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    out_dir: str = "runs/local"
-    seed: int = 0
-    iterations: int = Field(default=10, ge=1)
+    out_dir: str = Field(default="runs/local", description="the run directory (config, log, metrics, checkpoints, "
+                         "policy); proctor train --run-dir sets it too and wins")
+    seed: int = Field(default=0, description="seeds the problem draw, the sampling and the learner's initialisation")
+    iterations: int = Field(default=10, ge=1, description="training iterations (rollout -> reward -> learn -> push)")
     ray_address: str | None = Field(default=None, description="None: start a private local Ray")
     problems_per_iteration: int = Field(default=4, ge=1, description="training problems per PPO iteration")
     draw: Literal["sample", "epoch"] = Field(
@@ -166,6 +170,53 @@ def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     return keys
 
 
+# Names users bring from verl, OpenRLHF and TRL (a full key or its last part) -> proctor's key.
+PEER_NAMES = {
+    "learning_rate": "learner.lr", "lr": "learner.lr", "actor_learning_rate": "learner.lr",
+    "actor.optim.lr": "learner.lr", "critic_learning_rate": "learner.critic_lr", "critic.optim.lr": "learner.critic_lr",
+    "model_name_or_path": "model.name", "model.path": "model.name", "pretrain": "model.name", "model_name": "model.name",
+    "rollout.n": "rollout.samples_per_problem", "n_samples_per_prompt": "rollout.samples_per_problem",
+    "num_generations": "rollout.samples_per_problem", "num_return_sequences": "rollout.samples_per_problem",
+    "total_epochs": "run.iterations", "num_episodes": "run.iterations", "max_steps": "run.iterations",
+    "num_train_epochs": "run.iterations", "total_training_steps": "run.iterations",
+    "kl_coef": "learner.kl_beta", "init_kl_coef": "learner.kl_beta", "kl_loss_coef": "learner.kl_beta",
+    "beta": "learner.kl_beta", "kl_ctl": "learner.kl_beta",
+    "clip_ratio": "learner.clip_eps", "eps_clip": "learner.clip_eps", "cliprange": "learner.clip_eps",
+    "epsilon": "learner.clip_eps", "value_clip": "learner.value_clip_eps", "cliprange_value": "learner.value_clip_eps",
+    "lam": "learner.gae_lambda", "lambd": "learner.gae_lambda", "adv_estimator": "learner.advantage",
+    "ppo_epochs": "learner.ppo_epochs", "num_ppo_epochs": "learner.ppo_epochs",
+    "ppo_mini_batch_size": "learner.minibatch_size", "mini_batch_size": "learner.minibatch_size",
+    "train_batch_size": "run.problems_per_iteration", "rollout_batch_size": "run.problems_per_iteration",
+    "per_device_train_batch_size": "learner.minibatch_size",
+    "response_length": "rollout.max_new_tokens", "max_response_length": "rollout.max_new_tokens",
+    "generate_max_len": "rollout.max_new_tokens", "max_completion_length": "rollout.max_new_tokens",
+    "prompt_max_len": "rollout.max_model_len", "max_prompt_length": "rollout.max_model_len",
+    "temperature": "rollout.temperature", "top_p": "rollout.top_p",
+    "tensor_model_parallel_size": "rollout.engines", "vllm_num_engines": "rollout.engines",
+    "zero_stage": "learner.zero_stage", "gradient_checkpointing": "learner.gradient_checkpointing",
+    "lora_rank": "learner.lora_rank", "lora_r": "learner.lora_rank", "lora_alpha": "learner.lora_alpha",
+    "seed": "run.seed", "output_dir": "run.out_dir", "save_path": "run.out_dir", "default_local_dir": "run.out_dir",
+    "train_files": "data.train", "prompt_data": "data.train", "dataset_name": "data.train",
+    "val_files": "data.eval", "eval_dataset": "data.eval", "bf16": "learner.dtype",
+}
+
+
+def did_you_mean(key: str, known: list[str] | None = None) -> str | None:
+    """The proctor key a mistyped or borrowed name most likely means: a peer framework's name (whole or
+    its last part), else the closest key by spelling, whole or by its last part within the same section."""
+    known = known or _known_keys(ProctorConfig)
+    last = key.rsplit(".", 1)[-1]
+    for name in (key, key.split(".", 1)[-1], last):
+        if name in PEER_NAMES:
+            return PEER_NAMES[name]
+    section = key.rsplit(".", 1)[0] if "." in key else ""
+    leaves = {k.rsplit(".", 1)[-1]: k for k in known if k.rsplit(".", 1)[0] == section}
+    if hint := difflib.get_close_matches(last, list(leaves), n=1, cutoff=0.7):
+        return leaves[hint[0]]
+    hint = difflib.get_close_matches(key, known, n=1)
+    return hint[0] if hint else None
+
+
 def _set_dotted(tree: dict, key: str, value: Any) -> None:
     node = tree
     parts = key.split(".")
@@ -185,8 +236,9 @@ def parse_overrides(overrides: list[str]) -> dict:
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not of the form key=value (e.g. rollout.max_turns=3)")
         if key not in known:
-            hint = difflib.get_close_matches(key, known, n=1)
-            raise ConfigError(f"unknown config key {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+            hint = did_you_mean(key, known)
+            raise ConfigError(f"override {item!r}: unknown config key {key!r}"
+                              + (f" (did you mean {hint!r}?)" if hint else ""))
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
@@ -261,6 +313,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Pr
     """Load ``path`` (a file or a shipped config's name; default ``local``) and its ``base`` chain,
     apply ``key=value`` overrides, validate."""
     path = resolve_config(path)
+    overridden = {item.partition("=")[0].strip(): item for item in overrides}
     data = _merge(_read_tree(path), parse_overrides(list(overrides)))
     try:
         return ProctorConfig.model_validate(data)
@@ -268,14 +321,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Pr
         msgs = []
         for err in e.errors():
             key = ".".join(str(p) for p in err["loc"])
+            # the file, or the override that set the key, or the file with the overrides under a section
+            under = [o for k, o in overridden.items() if not key or k.startswith(key + ".")]
+            where = f"override {overridden[key]!r}" if key in overridden else \
+                f"{path} with {', '.join(map(repr, under))}" if under else str(path)
             if err["type"] == "extra_forbidden":
-                hint = difflib.get_close_matches(key, _known_keys(ProctorConfig), n=1)
-                msgs.append(f"unknown config key {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
-            elif not key:  # a rule across sections: the message names its keys
-                msgs.append(err["msg"].removeprefix("Value error, "))
+                hint = did_you_mean(key)
+                msgs.append(f"{where}: unknown config key {key!r}" + (f" (did you mean {hint!r}?)" if hint else ""))
+            elif err["type"] == "value_error" and key not in overridden:  # a rule across keys: its message names them
+                msgs.append(f"{where}: " + err["msg"].removeprefix("Value error, "))
             else:
-                msgs.append(f"config key {key!r}: {err['msg']} (got {err.get('input')!r})")
-        raise ConfigError(f"{path}: " + "; ".join(msgs)) from None
+                msgs.append(f"{where}: config key {key!r}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError("; ".join(msgs)) from None
 
 
 def dump_config(cfg: ProctorConfig) -> str:

@@ -92,7 +92,7 @@ def reply_line_metrics(episodes: list) -> dict:
 def retry_kinds(episodes: list) -> dict:
     """How many retries (turns after feedback) hold each of ``reward.outcome.RETRY_KINDS``: changed code,
     code an earlier turn ran, new code without the problem's function, no code. A shaping term on
-    retries is gamed through the last two (reports/learning-v11): they are watched here."""
+    retries is gamed through the last two (an earlier recipe did): they are watched here."""
     counts = dict.fromkeys(RETRY_KINDS, 0)
     for e in episodes:
         for i, t in enumerate(e.turns[1:], start=1):

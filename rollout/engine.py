@@ -52,6 +52,8 @@ def make_llm(model_dir: str, cfg: RolloutConfig, seed: int = 0):
     from vllm import LLM
 
     extra = {}
+    if not cpu_only():
+        extra = {"gpu_memory_utilization": cfg.gpu_memory_utilization}
     if cpu_only():
         # No chunked prefill on CPU: when a seeded request's prompt is cut across steps, vLLM rewinds
         # its torch.Generator's offset, which CPU generators do not support ("CPU Generator does not

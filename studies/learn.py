@@ -1,7 +1,7 @@
 """``proctor learn``: the learning recipe end to end, each trained seed paired against the untrained
 model on held-out problems.
 
-    proctor learn [--config configs/learn-cpu.yaml] [--seeds 0,1] [--out reports/learning] [key=value ...]
+    proctor learn [--config learn-cpu] [--seeds 0,1] [--out runs/learn/report] [key=value ...]
 
 Stages, each a subprocess (``proctor eval`` / ``proctor train``) skipped when its output is already
 there, so a rerun (after Ctrl-C, a crash, a time limit) goes on where it stopped:
@@ -36,6 +36,7 @@ from proctor.studies.stats import all_seeds_exact, outcomes, paired
 from proctor.studies.study_report import retries_cell
 
 RECIPE = CONFIG_DIR / "learn-cpu.yaml"
+REPORT_OUT = "runs/learn/report"  # a committed report is copied to reports/ by hand, never overwritten by a run
 
 
 SAMPLED = "eval-t0.2"   # RLEF's protocol: temperature 0.2, top-p 0.95 (one rollout per problem)
@@ -166,7 +167,7 @@ def write_report(out: Path, runs: Path, seeds: list[int]) -> Path:
     has_slice = (base_dir / "eval-train-slice" / "metrics.json").exists()
     base_slice = outcomes(base_dir / "eval-train-slice") if has_slice else None
     flags = [*([f"--runs {runs}"] if Path(runs) != Path("runs/learn") else []),
-             *([f"--out {out}"] if Path(out) != Path("reports/learning") else []),
+             *([f"--out {out}"] if Path(out) != Path(REPORT_OUT) else []),
              *([f"--seeds {','.join(map(str, seeds))}"] if list(seeds) != [0, 1] else [])]
     res: dict = {"regenerate": " ".join(["proctor learn --report-only", *flags]),
                  **({"trained_with": cmd} if (cmd := trained_with(runs, seeds)) else {}), "model": base_metrics["model"], "dataset": base_metrics["dataset"], "problems": base_metrics["problems"],
@@ -340,7 +341,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", default="0,1", type=lambda s: [int(x) for x in s.split(",") if x.strip()],
                    help="comma-separated training seeds")
     p.add_argument("--runs", default="runs/learn", help="run dirs (checkpoints, policies, evaluations)")
-    p.add_argument("--out", default="reports/learning", help="report dir (committed)")
+    p.add_argument("--out", default=REPORT_OUT, help="report dir (report.md, results.json, PNGs)")
     p.add_argument("--eval-limit", type=int, default=None, help="only the first N problems of data.eval (a quick look)")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep each seed's DeepSpeed checkpoint")
     p.add_argument("--report-only", action="store_true", help="redraw the report from what has finished")

@@ -21,7 +21,7 @@ def train_run(run_dir: Path, seed: int, name: str, a, console: Console) -> int:
     console.print(f"{name}: training{' (resumed)' if resume else ''}, log {log}")
     t0 = time.perf_counter()
     argv = (["train", "--resume", str(run_dir)] if resume else
-            ["train", "--config", a.config, "--run-dir", str(run_dir), f"run.seed={seed}"])
+            ["train", "--config", a.config, "--out", str(run_dir), f"run.seed={seed}"])
     rc, _ = run_cli([*argv, *a.overrides], log)
     add_wall(run_dir, time.perf_counter() - t0)  # a failed attempt's time counts too
     if rc != 0:

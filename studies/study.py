@@ -4,7 +4,7 @@ with a table and PNG curves (``study_report.py``).
 
     proctor study start [--budget-min 80] [--arms a,b] ...    # in the background; log in OUT/study.log
     proctor study run ...                                     # the same in the foreground
-    proctor study report [--out reports/study]                # redraw the report from what has finished
+    proctor study report [--out runs/study/report]              # redraw the report from what has finished
 
 Each arm is ``proctor train --config RECIPE`` (``--recipe``, default ``configs/local.yaml``) with the
 arm's switch (what ``configs/ablations/ARM.yaml`` changes against ``configs/local.yaml``, as overrides)
@@ -146,7 +146,7 @@ def run_study(a, console: Console) -> int:
         run_dir.mkdir(parents=True, exist_ok=True)
         log = run_dir / "log.txt"
         console.print(f"arm {i}/{len(arms)} {arm}: {stage} ({run_dir}, log {log})")
-        argv = {"training": ["train", "--config", str(a.recipe), "--run-dir", str(run_dir), *overrides],
+        argv = {"training": ["train", "--config", str(a.recipe), "--out", str(run_dir), *overrides],
                 "training, resumed": ["train", "--resume", str(run_dir)]}.get(stage)
         rc, t_train = run_cli(argv, log) if argv else (0, 0.0)
         wall = add_wall(run_dir, t_train)  # a resumed or reused run's whole training time
@@ -183,7 +183,7 @@ def run_study(a, console: Console) -> int:
 # --- command line -------------------------------------------------------------------------------------
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="reports/study", help="results.jsonl, report.md, PNGs")
+    p.add_argument("--out", default="runs/study/report", help="results.jsonl, report.md, PNGs")
     p.add_argument("--runs", default="runs/study", help="one run dir per arm (metrics, policy, logs)")
     p.add_argument("--arms", type=lambda s: s.split(","), default=ARMS, help=f"comma-separated (default {','.join(ARMS)})")
     p.add_argument("--recipe", default="local",

@@ -23,7 +23,7 @@ def test_cli_judge_writes_one_row_per_solution(tmp_path, capsys):
             {"id": "add", "code": "no code here", "tag": "garbage"}]
     solutions.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "r.jsonl"
-    assert main(["sandbox", "judge", "--problems", str(problems), "--solutions", str(solutions), "--out", str(out)]) == 0
+    assert main(["sandbox", "judge", "--dataset", str(problems), "--solutions", str(solutions), "--out", str(out)]) == 0
     results = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(r["tag"], r["verdict"]) for r in results] == [("right", "pass"), ("wrong", "fail"), ("garbage", "fail")]
     assert results[0]["feedback"] == ""

@@ -277,7 +277,7 @@ def test_driver_killed_with_sigkill_resumes_without_losing_a_finished_iteration(
 
     run = tmp_path / "run"
     base = [sys.executable, "-m", "proctor.cluster.cli", "train"]
-    cmd = [*base, "--config", str(ROOT / "configs" / "tiny.yaml"), "--run-dir", str(run),
+    cmd = [*base, "--config", str(ROOT / "configs" / "tiny.yaml"), "--out", str(run),
            f"model.name={tiny_model_dir}", "run.iterations=3", "run.checkpoint_every=1"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in proc.stdout:
