@@ -1,7 +1,7 @@
 # `make run`: set up, prepare the embedded model, train it with RLEF (`proctor train`, configs/local.yaml;
 # pass overrides with ARGS="run.iterations=10"). `make eval`: RLEF evaluation on HumanEval (3 turns).
 # `make learn`: the CPU learning recipe (proctor learn, configs/learn-cpu.yaml).
-# `make test`: set up, then lint and run the test suite (python -P: the checkout is not on sys.path, so
+# `make test`: set up, then lint (ruff, mypy) and run the test suite (python -P: the checkout is not on sys.path, so
 # the tests import proctor as installed, by its one namespace).
 # `make docs`: the docs site into site/ (MkDocs, --strict: a broken link or page fails).
 .PHONY: setup run eval learn test lint docs
@@ -25,6 +25,7 @@ docs: setup
 
 lint: setup
 	.venv/bin/ruff check .
+	bash scripts/typecheck.sh
 
 test: lint
 	@.venv/bin/python -P -m pytest $(PYTEST_ARGS); rc=$$?; \

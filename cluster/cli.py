@@ -310,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip", type=int, default=0, help="leave out the first N problems")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (RLEF reports 1@3 at 0.2)")
     p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--out", help="output dir (default RUN_OUT_DIR/eval-DATASET)")
+    p.add_argument("--out", help="output dir (default: run.out_dir/eval-DATASET-TURNSturn)")
     p.add_argument("--also", nargs=3, action="append", metavar=("DATASET", "LIMIT", "OUT"),
                    help="evaluate DATASET's first LIMIT problems (0 = all) too, into OUT, through the same engine "
                         "in the same batch (repeatable)")

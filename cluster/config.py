@@ -51,7 +51,7 @@ class DataConfig(BaseModel):
 class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     out_dir: str = Field(default="runs/local", description="the run directory (config, log, metrics, checkpoints, "
-                         "policy); proctor train --run-dir sets it too and wins")
+                         "policy); proctor train --out sets it too and wins")
     seed: int = Field(default=0, description="seeds the problem draw, the sampling and the learner's initialisation")
     iterations: int = Field(default=10, ge=1, description="training iterations (rollout -> reward -> learn -> push)")
     ray_address: str | None = Field(default=None, description="None: start a private local Ray")

@@ -4,9 +4,12 @@ terminal, a line every 10% in logs: CI, ray job logs, pipes)."""
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import Progress
@@ -41,3 +44,60 @@ def progress(console: Console, description: str, total: int) -> Iterator[Callabl
 
     console.print(f"{description}: 0/{total}", highlight=False)
     yield advance
+
+
+@contextlib.contextmanager
+def progress_of(console: Console, description: str) -> Iterator[Callable[[int, int], None]]:
+    """Yields ``update(done, total)`` for a step whose total is known only once it runs (the learner's
+    minibatches): shown as ``progress`` from the first update on."""
+    with contextlib.ExitStack() as stack:
+        state: dict = {"done": 0}
+
+        def update(done: int, total: int) -> None:
+            if "advance" not in state:
+                state["advance"] = stack.enter_context(progress(console, description, total))
+            while state["done"] < done:
+                state["advance"]()
+                state["done"] += 1
+
+        yield update
+
+
+_TERMINAL_CODES = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07]*\x07|[@-Z\\-_])")
+
+
+class _Tee:
+    """A console's stream that also writes each finished line to a log file: timestamped, without
+    terminal codes, a carriage-return-redrawn line (a progress bar) as its last state."""
+
+    def __init__(self, stream, log):
+        self.stream, self.log, self.partial = stream, log, ""
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        *lines, self.partial = (self.partial + text).split("\n")
+        for line in lines:
+            line = _TERMINAL_CODES.sub("", line).rsplit("\r", 1)[-1].rstrip()
+            if line:
+                self.log.write(f"{datetime.now().isoformat(sep=' ', timespec='seconds')} {line}\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+        self.log.flush()
+
+    def __getattr__(self, name):  # isatty, fileno, encoding, ...: the console's own stream
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def log_to(console: Console, path: Path) -> Iterator[None]:
+    """While inside, everything ``console`` prints also goes to ``path`` (appended: a resumed run
+    continues its log)."""
+    with open(path, "a", buffering=1) as log:
+        stream = console.file
+        console.file = _Tee(stream, log)
+        try:
+            yield
+        finally:
+            console.file = stream

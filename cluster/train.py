@@ -27,6 +27,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import ray
 from rich.console import Console
@@ -36,7 +37,7 @@ from proctor.cluster.metrics import MetricsLog, StageTimer, episode_metrics, sum
 from proctor.cluster.model import resolve
 from proctor.cluster.placement import Placement
 from proctor.cluster.plot import plot
-from proctor.cluster.progress import make_console
+from proctor.cluster.progress import log_to, make_console, progress_of
 from proctor.cluster.ray_local import init_ray
 from proctor.cluster.rollouts import heldout_metrics, rollout
 from proctor.cluster.trajectory import to_samples
@@ -131,7 +132,7 @@ class Run:
     run_dir: Path
     console: Console
     model_dir: str
-    tokenizer: object
+    tokenizer: Any
     problems: list
     heldout: list
     placement: Placement | None
@@ -307,7 +308,14 @@ def teardown(run: Run) -> None:
 
 
 def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: Console | None = None) -> dict:
+    """The training loop; everything it prints is also kept, timestamped, in RUN_DIR/console.log."""
     console = console or make_console()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with log_to(console, run_dir / "console.log"):
+        return _train(cfg, run_dir, resume, console)
+
+
+def _train(cfg: ProctorConfig, run_dir: Path, resume: bool, console: Console) -> dict:
     run, start = setup(cfg, run_dir, console, resume)
     rows, it, done, stage, ahead, interrupted = [], start, start, "rollout", None, None
     try:
@@ -322,8 +330,8 @@ def train(cfg: ProctorConfig, run_dir: Path, *, resume: bool = False, console: C
             console.print(f"iteration {it + 1}: learner on {len(samples)} episodes")
             stage = "learn"
             try:
-                with timer("learn"):
-                    stats = run.learner.train(samples)
+                with timer("learn"), progress_of(console, f"iteration {it + 1}: learner minibatches") as update:
+                    stats = run.learner.train(samples, progress=update)
                 stage = "push"
                 with timer("push"):
                     run.push(it + 1)

@@ -6,13 +6,14 @@ from __future__ import annotations
 import random
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 
-def save(path: str | Path, engines: list[tuple[str, object]], rank: int, shuffle: torch.Generator,
+def save(path: str | Path, engines: list[tuple[str, Any]], rank: int, shuffle: torch.Generator,
          client: dict) -> str:
     """Write ``engines`` ((name, DeepSpeed engine) pairs) and this rank's RNG states under ``path``;
     ``client`` (e.g. step counters) goes with the first engine. Only the newest checkpoint is kept
@@ -37,7 +38,7 @@ def save(path: str | Path, engines: list[tuple[str, object]], rank: int, shuffle
     return tag
 
 
-def load(path: str | Path, engines: list[tuple[str, object]], rank: int, shuffle: torch.Generator,
+def load(path: str | Path, engines: list[tuple[str, Any]], rank: int, shuffle: torch.Generator,
          tag: str | None = None) -> dict:
     """Resume from ``save``: same weights, optimizer moments, lr schedule and RNG states; returns the
     client state saved with the first engine."""

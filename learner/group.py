@@ -12,6 +12,8 @@ must be entered by every rank) and a mix of lengths.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
+from typing import Any
 
 from proctor.learner.batch import Sample, SampleError, assign_group_advantages, informative
 from proctor.learner.config import LearnerConfig
@@ -47,8 +49,9 @@ def learner_actor_class():
             self.worker = PPOWorker(*self.args, master_addr=master_addr, master_port=master_port, **self.kwargs)
             return self.worker.steps
 
-        def train(self, samples):
-            return self.worker.train(samples)
+        def train(self, samples, queue=None):
+            """``queue``: a ``ray.util.queue.Queue`` that gets (minibatches done, total) after each step."""
+            return self.worker.train(samples, None if queue is None else lambda d, t: queue.put_nowait((d, t)))
 
         def weights_ref(self, dtype: str = "same"):
             # Wrapped in a list so the caller gets the reference itself, not the resolved arrays.
@@ -96,6 +99,7 @@ class LearnerGroup:
         if actor_options is not None and len(actor_options) != cfg.world_size:
             raise ValueError(f"{len(actor_options)} actor_options for {cfg.world_size} learner workers")
         self.cfg = cfg
+        self._progress: Any = None  # the queue of rank 0's minibatch progress, made at the first train(progress=...)
         actor_cls = learner_actor_class()
         self.workers = [actor_cls.options(num_cpus=num_cpus_per_worker, num_gpus=num_gpus_per_worker,
                                           **(actor_options[r] if actor_options else {}))
@@ -122,15 +126,20 @@ class LearnerGroup:
     def _all(self, method: str, *args):
         return self._gather([getattr(w, method).remote(*args) for w in self.workers])
 
-    def _gather(self, futures: list) -> list:
+    def _gather(self, futures: list, poll: Callable[[], None] | None = None) -> list:
         """``ray.get`` over the ranks, failing fast: the first rank to fail raises at once (the others
         may be blocked in a collective with it), and a rank's error that a dead peer caused (a broken
-        collective) is raised as that peer's death (``RayActorError``), which the driver recovers from."""
+        collective) is raised as that peer's death (``RayActorError``), which the driver recovers from.
+        ``poll`` is called about once a second while the ranks work."""
         import ray
 
         pending = list(futures)
         while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
+            ready, pending = ray.wait(pending, num_returns=1, timeout=None if poll is None else 1.0)
+            if poll is not None:
+                poll()
+            if not ready:
+                continue
             try:
                 ray.get(ready[0])
             except ray.exceptions.RayActorError:
@@ -153,10 +162,11 @@ class LearnerGroup:
                               f"workers: make rollout batches a multiple of learner.world_size")
         return [samples[r::w] for r in range(w)]
 
-    def train(self, samples: list[Sample]) -> dict[str, float]:
+    def train(self, samples: list[Sample], progress: Callable[[int, int], None] | None = None) -> dict[str, float]:
         """One update on a rollout batch. Returns the workers' metrics plus what was left out and why:
         ``skipped_uniform`` (``skip_uniform_groups``) and ``dropped_uneven`` (the last few episodes
-        when the batch does not split evenly over the workers, which must run the same steps)."""
+        when the batch does not split evenly over the workers, which must run the same steps).
+        ``progress(done, total)``: rank 0's minibatches, as they finish (through a Ray queue)."""
         left_out = {"episodes_in": len(samples), "skipped_uniform": 0}
         if self.cfg.advantage != "gae":  # groups (a problem's episodes) span workers: whole batch here
             assign_group_advantages(samples, self.cfg.advantage, self.cfg.negative_advantage_scale)
@@ -170,7 +180,23 @@ class LearnerGroup:
         if not samples:
             return left_out
         shards = self.shard(samples)
-        return {**self._gather([w.train.remote(s) for w, s in zip(self.workers, shards)])[0], **left_out}
+        if progress is None:
+            return {**self._gather([w.train.remote(s) for w, s in zip(self.workers, shards)])[0], **left_out}
+        if self._progress is None:  # one small queue actor for the group's life
+            from ray.util.queue import Queue
+
+            self._progress = Queue(actor_options={"num_cpus": 0})
+        queue = self._progress
+
+        def poll():
+            if n := queue.qsize():
+                for done, total in queue.get_nowait_batch(n):
+                    progress(done, total)
+
+        futures = [w.train.remote(s, queue if r == 0 else None) for r, (w, s) in enumerate(zip(self.workers, shards))]
+        stats = self._gather(futures, poll)[0]
+        poll()
+        return {**stats, **left_out}
 
     def weights_ref(self, dtype: str | None = None):
         """Reference to the actor's full weights in the object store (one copy, made on rank 0)."""
@@ -200,3 +226,6 @@ class LearnerGroup:
         for w in self.workers:
             ray.kill(w)
         self.workers = []
+        if self._progress is not None:
+            self._progress.shutdown(force=True)
+            self._progress = None

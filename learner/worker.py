@@ -28,6 +28,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -268,8 +269,9 @@ class PPOWorker:
             _add(acc, "critic_grad_norm", self.critic.get_global_grad_norm())
         acc["minibatches"] += 1
 
-    def train(self, samples: list[Sample]) -> dict[str, float]:
-        """One PPO iteration on this rank's share of a rollout batch; metrics averaged over ranks."""
+    def train(self, samples: list[Sample], progress: Callable[[int, int], None] | None = None) -> dict[str, float]:
+        """One PPO iteration on this rank's share of a rollout batch; metrics averaged over ranks.
+        ``progress(done, total)`` is called after each minibatch's optimizer step."""
         t0 = time.perf_counter()
         self.actor.train()
         if self.critic is not None:
@@ -283,10 +285,13 @@ class PPOWorker:
         metrics = self._prepare(batch)
         per_rank = max(1, self.cfg.minibatch_size // self.world_size)
         acc: dict[str, float] = defaultdict(float)
+        total = self.cfg.ppo_epochs * -(-batch.size // per_rank)
         for _ in range(self.cfg.ppo_epochs):
             perm = torch.randperm(batch.size, generator=self.gen).tolist()
             for start in range(0, batch.size, per_rank):
                 self._minibatch(batch, perm[start:start + per_rank], acc)
+                if progress is not None:
+                    progress(int(acc["minibatches"]), total)
         n_mb = acc.pop("minibatches")
         names = sorted(acc)
         means = self._all_sum([float(acc[k]) / n_mb for k in names])  # the iteration's one read of the device
@@ -372,7 +377,7 @@ class PPOWorker:
                 out[name + "_sq"] = float(sum((p.detach().double() ** 2).sum() for p in params))
         return out
 
-    def _trained(self) -> list[tuple[str, object]]:
+    def _trained(self) -> list[tuple[str, Any]]:
         return [("actor", self.actor)] + ([("critic", self.critic)] if self.critic is not None else [])
 
     # --- checkpoints ---------------------------------------------------------------------------------

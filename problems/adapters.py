@@ -79,8 +79,8 @@ def _mbpp_entry_point(test: str, code: str) -> str | None:
     """The function the first test calls: a called name defined in ``code``, else the first
     non-builtin called name, else the first ``def`` in ``code``."""
     defs = [n.name for n in _parse(code).body if isinstance(n, ast.FunctionDef | ast.ClassDef)]
-    calls = [n for n in ast.walk(_parse(test)) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
-    names = [c.func.id for c in sorted(calls, key=lambda c: (c.lineno, c.col_offset))]
+    calls = [n for n in ast.walk(_parse(test)) if isinstance(n, ast.Call)]
+    names = [c.func.id for c in sorted(calls, key=lambda c: (c.lineno, c.col_offset)) if isinstance(c.func, ast.Name)]
     for candidates in ([n for n in names if n in defs], [n for n in names if not hasattr(builtins, n)], defs):
         if candidates:
             return candidates[0]

@@ -13,6 +13,7 @@ from proctor.problems.humaneval import load_humaneval
 from proctor.problems.mbpp397 import load_mbpp397
 
 BUNDLED_DIR = Path(str(resources.files("proctor.problems"))) / "bundled"  # package data
+BUNDLED = {"bundled": "train.jsonl", "warmup": "warmup.jsonl"}  # name -> file; solutions beside each
 
 
 def load_adapted(adapter: str, source: str) -> list[Problem]:
@@ -46,8 +47,8 @@ def _rows_from_hub(name: str, split: str) -> Iterable[dict]:
 def load_problems(spec: str, limit: int | None = None, skip: int = 0) -> list[Problem]:
     """Load problems from a source spec (see the package docstring); ids must be unique. ``skip``
     leaves out the first N, ``limit`` then keeps the next N."""
-    if spec == "bundled":
-        problems = load_native(BUNDLED_DIR / "train.jsonl")
+    if spec in BUNDLED:
+        problems = load_native(BUNDLED_DIR / BUNDLED[spec])
     elif spec == "humaneval":
         problems = load_humaneval()
     elif spec == "mbpp397":

@@ -243,6 +243,7 @@ class Run:
         self.timed_out = False
         self.start = time.monotonic()
         self.deadline = self.start + req["time_s"] + 0.5
+        self.pid = self.report_r = self.pidfd = -1  # set once forked
 
 
 def _clean_dir(path):

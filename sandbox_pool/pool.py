@@ -76,7 +76,7 @@ class SandboxPool:
         start_actors(self.actors, lambda a: a.info.remote(), lambda i: self._replace(self.actors[i]), self.retries)
 
     def _spawn(self):
-        return SandboxActor.options(max_concurrency=1000).remote(self.backend, self.slots)
+        return SandboxActor.options(max_concurrency=1000).remote(self.backend, self.slots)  # type: ignore[attr-defined]
 
     def _replace(self, dead) -> None:
         for i, a in enumerate(self.actors):

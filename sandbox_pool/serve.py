@@ -94,5 +94,5 @@ def start(host: str = "127.0.0.1", port: int = 8000, token: str | None = None, b
     """Deploy the service on the running Ray; returns its URL."""
     check_bind(host, token)
     serve.start(http_options={"host": host, "port": port})
-    serve.run(JudgeService.bind(backend, slots, token), name="proctor-judge", route_prefix=route)
+    serve.run(JudgeService.bind(backend, slots, token), name="proctor-judge", route_prefix=route)  # type: ignore[attr-defined]
     return f"http://{host}:{port}{route}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -59,7 +60,7 @@ def _recovered(o: dict, k13: str) -> int:
 
 def seeds_results(runs: list[Path], out: Path) -> dict:
     base, arms, k13 = read_seeds(runs)
-    res = {"regenerate": f"proctor study seeds --runs {','.join(map(str, runs))} --out {out}", "at": k13,
+    res: dict[str, Any] = {"regenerate": f"proctor study seeds --runs {','.join(map(str, runs))} --out {out}", "at": k13,
            "base": {m: sum(base[m].values()) for m in ("pass@1", k13)}, "arms": {}, "claims": []}
     for arm, evals in arms.items():
         res["arms"][arm] = {"seeds": [seed for seed, _ in evals], "recovered": [_recovered(o, k13) for _, o in evals],

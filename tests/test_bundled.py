@@ -53,3 +53,22 @@ def test_wrong_solutions_fail_public_and_private(bundled, sandbox):
     for p, v in zip(problems, verdicts):
         assert any(t.public and t.status != "pass" for t in v.tests), f"{p.id}: public tests pass a stub"
         assert any(not t.public and t.status != "pass" for t in v.tests), f"{p.id}: private tests pass a stub"
+
+
+def test_the_warmup_set_is_easy_original_and_correct(sandbox):
+    """``warmup``: one-line function problems for a first run; every reference solution passes, a stub
+    fails, and no problem is a HumanEval problem (HumanEval is the held-out set)."""
+    problems = load_problems("warmup")
+    assert len(problems) == 64 and all(p.kind == "assert" and p.entry_point for p in problems)
+    assert all(len(p.public_tests) >= 1 and len(p.private_tests) >= 3 for p in problems)
+    solutions = {s["id"]: s["code"] for s in load_solutions(BUNDLED_DIR / "warmup_solutions.jsonl",
+                                                               {p.id: p for p in problems})}
+    assert set(solutions) == {p.id for p in problems}
+    verdicts = judge_many(sandbox, [(p, solutions[p.id]) for p in problems], "all")
+    assert [p.id for p, v in zip(problems, verdicts) if not v.passed] == []
+    stubs = judge_many(sandbox, [(p, f"def {p.entry_point}(*args):\n    return None\n") for p in problems], "all")
+    assert not any(v.passed for v in stubs)
+    humaneval = load_problems("humaneval")
+    assert not {p.entry_point for p in problems} & {p.entry_point for p in humaneval}
+    he_prompts = [p.prompt for p in humaneval]
+    assert [p.id for p in problems if difflib.get_close_matches(p.prompt, he_prompts, n=1, cutoff=0.6)] == []

@@ -214,7 +214,7 @@ def test_learn_end_to_end_on_the_tiny_model_and_a_rerun_skips_what_is_done(tiny_
     assert res["train_slice"][0]["problems"] == 2
     kinds = ["changed", "resubmitted", "no_function", "no_code"]
     assert list(res["base_retries"]) == list(res["trained_retries"][0]) == kinds  # the real evaluation sorts retries
-    assert res["trained_with"].endswith(f"--config configs/tiny.yaml --runs {runs} --seeds 0 {' '.join(cmd[-4:])}")
+    assert res["trained_with"].endswith(f"--config tiny --runs {runs} --seeds 0 {' '.join(cmd[-4:])}")
     assert (runs / "seed0" / "policy" / "config.json").exists() and not (runs / "seed0" / "checkpoint").exists()
     wall = json.loads((runs / "seed0" / "wall.json").read_text())
     # a rerun with RLEF's sampling adds only the sampled evaluations, timed apart from the recipe's wall

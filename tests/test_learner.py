@@ -225,9 +225,11 @@ def test_bfloat16_training_and_bfloat16_push(ray_local, v16_model_dir):
     from proctor.rollout.engine import _to_tensors
 
     ray = ray_local
-    cfg = LearnerConfig(lr=1e-3, warmup_steps=0, minibatch_size=8, zero_stage=2, dtype="bfloat16")
+    cfg = LearnerConfig(lr=1e-3, warmup_steps=0, minibatch_size=4, ppo_epochs=2, zero_stage=2, dtype="bfloat16")
     group = LearnerGroup(str(v16_model_dir), cfg, seed=0, num_cpus_per_worker=0.5)
-    metrics = group.train(sample(hf_with(v16_model_dir, None), 8, seed=0))
+    seen = []  # rank 0's minibatches as they finish, through the group's progress queue
+    metrics = group.train(sample(hf_with(v16_model_dir, None), 8, seed=0), progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]  # 8 episodes / 4 per minibatch x 2 epochs
     assert np.isfinite(metrics["policy_loss"]) and np.isfinite(metrics["value_loss"])
     pushed = ray.get(group.weights_ref("bfloat16"))
     group.shutdown()

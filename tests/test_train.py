@@ -41,6 +41,10 @@ def test_train_tiny_runs_logs_checkpoints_and_resumes(ray_local, tiny_model_dir,
     rows = read_metrics(run)
     assert [r["iteration"] for r in rows] == [1, 2, 3]
     assert rows[2]["learner/steps"] > rows[1]["learner/steps"]
+    # the run explains itself: the console, timestamped, both runs in one log; the learner's progress shown
+    log = (run / "console.log").read_text()
+    assert log.count("proctor train: ") == 2 and "resumed from" in log
+    assert "iteration 3: learner minibatches: 1/1 (100%)" in log and "iteration 3: reward" in log
 
 
 def test_plot_names_the_missing_or_bad_file(tmp_path):

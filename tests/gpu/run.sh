@@ -14,9 +14,7 @@ if compgen -G ".whl/*.whl" > /dev/null; then
 fi
 # proctor is not installed there: the `proctor` namespace is made of links to this tree's directories
 # (the mapping of pyproject.toml), so the code that runs is the working tree's.
-ns=$(mktemp -d) && mkdir "$ns/proctor"
-python3 -c 'import tomllib; m = tomllib.load(open("pyproject.toml", "rb"))["tool"]["setuptools"]["package-dir"]; print("\n".join(k.removeprefix("proctor.") + " " + v for k, v in m.items()))' |
-  while read -r name dir; do ln -s "$PWD/$dir" "$ns/proctor/$name"; done
+ns=$(mktemp -d) && python3 scripts/link_namespace.py "$ns"
 export PYTHONPATH=$ns${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 CUBLAS_WORKSPACE_CONFIG=:4096:8
 export PROCTOR_CACHE=${PROCTOR_CACHE:-/tmp/proctor-cache} HF_HUB_OFFLINE=1
 nvidia-smi -L | tee "$out/card.txt"
