@@ -176,6 +176,9 @@ def cmd_sandbox_judge(args) -> int:
     from proctor.sandbox_pool.judge import judge_many
     from proctor.sandbox_pool.runner import Sandbox
 
+    if not args.dataset:
+        console.print("[bold red]error:[/] proctor sandbox judge needs --dataset (the problems the solutions answer)")
+        return 2
     cfg = load_config(args.config, args.overrides)
     problems = {p.id: p for p in load_problems(args.dataset)}
     solutions = load_solutions(args.solutions, problems)
@@ -359,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sandbox = sub.add_parser("sandbox", help="judge solutions in the sandbox, or serve the judge over HTTP").add_subparsers(dest="action", required=True)
     p = sandbox.add_parser("judge", help="judge solutions against problems' tests")
-    p.add_argument("--dataset", required=True, help="problems: a file or any dataset spec (bundled, humaneval, ...)")
+    p.add_argument("--dataset", help="problems: a file or any dataset spec (bundled, humaneval, ...); required")
     p.add_argument("--problems", dest="dataset", help=argparse.SUPPRESS)  # the name before --dataset
     p.add_argument("--solutions", required=True, help='JSONL rows {"id", "code", "tag"?}')
     p.add_argument("--tests", choices=["public", "private", "all"], default="all")
@@ -407,7 +410,13 @@ def _command_list(sub) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # key=value overrides may sit anywhere among the options (argparse takes positionals in one run only)
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     signals.install()
     try:
         return args.fn(args)

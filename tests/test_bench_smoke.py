@@ -12,6 +12,7 @@ import pytest
 from proctor.cluster.cli import main
 
 TESTS = Path(__file__).resolve().parent
+TINY = ["rollout.max_model_len=1024", "rollout.kv_cache_gib=1"]  # the tiny model's context is 2048
 
 
 def _bench(*argv) -> dict:
@@ -35,7 +36,7 @@ def test_every_benchmark_has_a_short_form_in_the_suite(capsys):
 
 @pytest.mark.slow
 def test_weight_sync_to_an_engine(tiny_model_dir):
-    result = _bench("weight-sync", "--engines", "1", "--repeats", "1", f"model.name={tiny_model_dir}",
+    result = _bench("weight-sync", "--engines", "1", "--repeats", "1", f"model.name={tiny_model_dir}", *TINY,
                     "learner.dtype=float32", "rollout.dtype=float32")
     assert result["engines"] == 1 and result["bytes"] > 0
     assert result["push_s"] > 0 and result["ratio_push_vs_memcpy"] > 0
@@ -44,7 +45,7 @@ def test_weight_sync_to_an_engine(tiny_model_dir):
 @pytest.mark.slow
 def test_engine_threads_side_by_side(tiny_model_dir):
     result = _bench("engine-threads", "--episodes", "2", "--max-tokens", "8", "--threads", "1", "--source", "bundled",
-                    f"model.name={tiny_model_dir}", "rollout.dtype=float32")
+                    f"model.name={tiny_model_dir}", *TINY, "rollout.dtype=float32")
     sides = [v for v in result.values() if isinstance(v, dict) and "tokens_per_s" in v]
     assert len(sides) == 2 and all(s["tokens"] > 0 for s in sides)
 
@@ -53,6 +54,6 @@ def test_engine_threads_side_by_side(tiny_model_dir):
 def test_iteration_against_trl(tiny_model_dir):
     pytest.importorskip("trl", reason="the bench extra (trl) is not installed")
     result = _bench("iteration", "--problems", "1", "--samples", "2", "--max-tokens", "8", "--trl-dtypes", "float32",
-                    f"model.name={tiny_model_dir}", "rollout.dtype=float32", "learner.dtype=float32")
+                    f"model.name={tiny_model_dir}", *TINY, "rollout.dtype=float32", "learner.dtype=float32")
     assert result["proctor_grpo"]["iteration_s"] > 0 and result["trl_grpo"]["iteration_s"] > 0
     assert result["ratio_proctor_vs_trl"] > 0

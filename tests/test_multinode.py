@@ -58,7 +58,7 @@ def test_a_lost_node_without_room_elsewhere_stops_with_a_resumable_checkpoint(ti
     run stops with a message naming the resume command, the checkpoint of iteration 1 intact."""
     res = simulate(tiny_model_dir, tmp_path, "--remove", "learner:1", "--after", "1", "learner.world_size=2",
                    "rollout.engines=2", "run.iterations=3", "run.checkpoint_every=1", "run.learner_cpus=1",
-                   "run.engine_cpus=1", "run.placement_timeout_s=60")
+                   "run.engine_cpus=1", "run.placement_timeout_s=30")
     assert res["removed"], res
     assert res["error"] and res["error"].startswith("LearnerLost"), res.get("traceback")
     assert "could not be rebuilt" in res["error"] and "proctor train --resume" in res["error"]
