@@ -1,5 +1,5 @@
-# `make run`: set up, prepare the embedded model, train it with RLEF (`proctor train`, configs/local.yaml;
-# pass overrides with ARGS="run.iterations=10"). `make eval`: RLEF evaluation on HumanEval (3 turns).
+# `make run`: set up, prepare the embedded model, train it with RLEF on the bundled warm-up problems
+# (`proctor train --config quickstart`; pass overrides with ARGS="run.iterations=20"). `make eval`: RLEF evaluation on HumanEval (3 turns).
 # `make learn`: the CPU learning recipe (proctor learn, configs/learn-cpu.yaml).
 # `make test`: set up, then lint (ruff, mypy) and run the test suite (python -P: the checkout is not on sys.path, so
 # the tests import proctor as installed, by its one namespace).
@@ -11,7 +11,7 @@ setup:
 
 run: setup
 	.venv/bin/proctor model prepare
-	.venv/bin/proctor train $(ARGS)
+	.venv/bin/proctor train --config quickstart $(ARGS)
 
 eval: setup
 	.venv/bin/proctor model prepare

@@ -16,6 +16,7 @@ PANELS = [
     ("tokens/s", ["rollout_tokens_per_s", "learner/tokens_per_s"]),
     ("losses", ["learner/policy_loss", "learner/value_loss"]),
     ("seconds per stage", ["rollout_s", "reward_s", "learn_s", "push_s"]),
+    ("held-out (run.eval_problems, greedy)", ["eval/pass@1", "eval/1@2", "eval/1@3", "eval/1@4"]),
 ]
 
 
@@ -29,13 +30,12 @@ def plot(run_dir: Path, out: Path | None = None) -> Path:
     rows = read_metrics(run_dir)
     from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(2, 4, figsize=(20, 8), constrained_layout=True)
-    x = [r["iteration"] for r in rows]
+    fig, axes = plt.subplots(3, 3, figsize=(18, 12), constrained_layout=True)
     for ax, (title, keys) in zip(axes.flat, PANELS):
-        for key in keys:
-            ys = [r.get(key) for r in rows]
-            if any(isinstance(y, int | float) for y in ys):
-                ax.plot(x, [y if isinstance(y, int | float) else float("nan") for y in ys], marker="o", label=key)
+        for key in keys:  # the iterations that have the key (held-out evaluations run every run.eval_every)
+            points = [(r["iteration"], r[key]) for r in rows if isinstance(r.get(key), int | float)]
+            if points:
+                ax.plot(*zip(*points), marker="o", label=key)
         ax.set_title(title)
         ax.set_xlabel("iteration")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -25,14 +25,15 @@ def make_console(stderr: bool = False) -> Console:
 
 
 @contextlib.contextmanager
-def progress(console: Console, description: str, total: int) -> Iterator[Callable[[], None]]:
-    """Yields ``advance()``; call it once per finished item."""
+def progress(console: Console, description: str, total: int, t0: float | None = None) -> Iterator[Callable[[], None]]:
+    """Yields ``advance()``; call it once per finished item. Seconds count from ``t0`` (default: now)."""
     if console.is_terminal:
         with Progress(console=console) as bar:
             task = bar.add_task(description, total=total)
             yield lambda: bar.advance(task)
         return
-    done, t0, next_mark = 0, time.perf_counter(), 0.1
+    done, next_mark = 0, 0.1
+    t0 = time.perf_counter() if t0 is None else t0
 
     def advance() -> None:
         nonlocal done, next_mark
@@ -52,10 +53,11 @@ def progress_of(console: Console, description: str) -> Iterator[Callable[[int, i
     minibatches): shown as ``progress`` from the first update on."""
     with contextlib.ExitStack() as stack:
         state: dict = {"done": 0}
+        t0 = time.perf_counter()  # the step's time counts from here, before its first item
 
         def update(done: int, total: int) -> None:
             if "advance" not in state:
-                state["advance"] = stack.enter_context(progress(console, description, total))
+                state["advance"] = stack.enter_context(progress(console, description, total, t0))
             while state["done"] < done:
                 state["advance"]()
                 state["done"] += 1
