@@ -2,6 +2,7 @@
 or an import broken in a benchmark fails here, not in a user's hands."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -18,8 +19,12 @@ TINY = ["rollout.max_model_len=1024", "rollout.kv_cache_gib=1"]  # the tiny mode
 def _bench(*argv) -> dict:
     """``proctor bench ...`` in its own process (a benchmark starts and stops a Ray of its own); its
     last line is one JSON object."""
+    # as from a user's shell: not the process-group variables an in-process learner of an earlier test
+    # left in this process (TRL's trainer would try to listen on that test's port)
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                                                            "MASTER_PORT")}
     proc = subprocess.run([sys.executable, "-m", "proctor.cluster.cli", "bench", *argv], capture_output=True,
-                          text=True, timeout=900)
+                          text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
