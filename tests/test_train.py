@@ -248,11 +248,11 @@ def test_a_learner_worker_killed_mid_update(ray_local, tiny_model_dir, tmp_path,
 
     real, calls = LearnerGroup.train, []
 
-    def train_then_lose_a_worker(self, samples):
+    def train_then_lose_a_worker(self, samples, **kwargs):
         calls.append(len(samples))
         if len(calls) == 2:
             ray_local.kill(self.workers[0])
-        return real(self, samples)
+        return real(self, samples, **kwargs)
 
     monkeypatch.setattr(LearnerGroup, "train", train_then_lose_a_worker)
     run = tmp_path / "run"
