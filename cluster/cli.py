@@ -103,10 +103,11 @@ def cmd_eval(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from proctor.cluster.ray_local import job_path
     from proctor.cluster.train import LearnerLost, train
 
     if args.resume:
-        run_dir = Path(args.resume)
+        run_dir = job_path(args.resume)
         saved = run_dir / "config.yaml"
         if not saved.exists():
             console.print(f"[bold red]error:[/] {saved} not found: --resume needs a run dir written by proctor train")
@@ -114,7 +115,7 @@ def cmd_train(args) -> int:
         cfg = load_config(saved, args.overrides)
     else:
         cfg = load_config(args.config, args.overrides)
-        run_dir = Path(args.run_dir or cfg.run.out_dir)
+        run_dir = job_path(args.run_dir or cfg.run.out_dir)
     try:
         train(cfg, run_dir, resume=bool(args.resume), console=console)
     except LearnerLost as e:

@@ -50,8 +50,14 @@ class DataConfig(BaseModel):
 
 class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    out_dir: str = Field(default="runs/local", description="the run directory (config, log, metrics, checkpoints, "
-                         "policy); proctor train --out sets it too and wins")
+    out_dir: str = Field(default="runs/local", description="the run directory on the driver's node (config, log, "
+                         "metrics, TensorBoard, plots); proctor train --out sets it too and wins. In a Ray job a "
+                         "relative path is taken from the home directory (the job's working directory is a "
+                         "temporary copy)")
+    storage: str = Field(default="", description="where checkpoints and the saved policy go: a path or a filesystem "
+                         "URI (s3://bucket/prefix, gs://..., hdfs://...) that every learner rank writes to from its "
+                         "own node and the driver reads; empty = the run directory, which serves when every rank "
+                         "sees the driver's disk (checked before the first rollout)")
     seed: int = Field(default=0, description="seeds the problem draw, the sampling and the learner's initialisation")
     iterations: int = Field(default=10, ge=1, description="training iterations (rollout -> reward -> learn -> push)")
     ray_address: str | None = Field(default=None, description="None: start a private local Ray")
@@ -63,7 +69,7 @@ class RunConfig(BaseModel):
     checkpoint_every: int = Field(default=1, ge=0, description="iterations between checkpoints (0 = only at the end)")
     max_restarts: int = Field(default=2, ge=0, description="times a dead learner worker is replaced (the learner "
                               "rebuilt from the last checkpoint, the iterations after it run again); 0 = stop")
-    save_policy: bool = Field(default=False, description="write the final actor as a HF model dir to RUN_DIR/policy "
+    save_policy: bool = Field(default=False, description="write the final actor as a HF model dir to STORAGE/policy "
                               "(for proctor eval --model, transformers, vLLM)")
     wandb: bool = Field(default=False, description="also log every iteration's metrics to Weights & Biases "
                         "(WANDB_MODE=offline writes the run under RUN_DIR/wandb without a network)")

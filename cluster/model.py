@@ -16,13 +16,17 @@ Accepted wherever a model is named:
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import importlib.util
 import json
 import os
 import shutil
 import time
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from proctor.problems.fetch import cache_root, pypi_file, sha256_of
 from proctor.rollout.config import LORA_RANKS
@@ -119,6 +123,56 @@ def resolve(name_or_path: str, *, cache_dir: Path | None = None, log=print) -> P
         return Path(snapshot_download(name_or_path, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]))
     except Exception as e:  # offline, unknown repo, gated...
         raise ModelError(f"could not fetch model {name_or_path!r} from the hub: {e}") from e
+
+
+def _listing(root: Path) -> dict[str, int]:
+    """A model dir's files (relative names) and their sizes."""
+    return {f.relative_to(root).as_posix(): f.stat().st_size for f in sorted(root.rglob("*")) if f.is_file()}
+
+
+@dataclass(frozen=True)
+class ShippedModel(os.PathLike):
+    """A model dir of the driver's node whose files are also in Ray's object store, for nodes that share
+    no disk with the driver. Actors take it where they take a path and call ``os.fspath`` on their own
+    node: where the driver's directory is there with the same files, that directory; elsewhere the
+    files are fetched from the object store once and written to a node-local cache
+    (``~/.cache/proctor/shipped/<digest>``), shared by every actor of that node."""
+
+    path: str
+    listing: tuple[tuple[str, int], ...]
+    files: Any  # ray.ObjectRef of {relative name: uint8 array}
+
+    @classmethod
+    def put(cls, path: str | Path) -> ShippedModel:
+        import numpy as np
+        import ray
+
+        root = Path(path)
+        listing = _listing(root)
+        files = ray.put({name: np.fromfile(root / name, dtype=np.uint8) for name in listing})
+        return cls(str(root), tuple(listing.items()), files)
+
+    def __fspath__(self) -> str:
+        want = dict(self.listing)
+        if Path(self.path).is_dir() and _listing(Path(self.path)) == want:
+            return self.path
+        digest = hashlib.sha256(json.dumps([self.path, self.listing]).encode()).hexdigest()[:16]
+        out = cache_root() / "shipped" / f"{Path(self.path).name}-{digest}"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out.parent / f"{out.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # the engine and the learner rank of one node fetch once
+            if not (out / ".proctor-shipped").is_file():
+                import ray
+
+                shutil.rmtree(out, ignore_errors=True)
+                for name, data in ray.get(self.files).items():
+                    (out / name).parent.mkdir(parents=True, exist_ok=True)
+                    data.tofile(out / name)
+                (out / ".proctor-shipped").write_text(self.path)
+        return str(out)
+
+    def __str__(self) -> str:
+        return self.path
 
 
 def _name_architecture(out: Path) -> None:

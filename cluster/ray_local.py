@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from pathlib import Path
 
 from proctor.cluster import signals
 
@@ -15,6 +16,27 @@ from proctor.cluster import signals
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 _IMPORTED_LATE = "ray" in sys.modules
+# Set by ``ray job submit`` in the job's driver process (its value: the job's runtime env and metadata).
+_JOINED = False
+_JOB_VAR = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
+
+def in_ray_job() -> bool:
+    return _JOB_VAR in os.environ
+
+
+def job_path(path: str | Path) -> Path:
+    """``path`` as this process should use it: in a Ray job, a relative path is taken from the home
+    directory, since the job's working directory is Ray's temporary copy of the submitted one (deleted
+    with the job's session); elsewhere, from the working directory as usual."""
+    path = Path(path).expanduser()
+    return Path.home() / path if in_ray_job() and not path.is_absolute() else path
+
+
+def joined_cluster() -> bool:
+    """Whether this process's Ray is a cluster it joined (``run.ray_address``, ``ray job submit``), whose
+    other nodes may share no disk with this one, rather than a private local Ray."""
+    return _JOINED
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, tmp_dir: str | None = None):
@@ -27,7 +49,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, tmp_dir: s
         return ray
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
+        global _JOINED
         ray.init(address=address, log_to_driver=False)
+        _JOINED = True
         signals.install()
         return ray
     if _IMPORTED_LATE:

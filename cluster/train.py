@@ -11,7 +11,11 @@ so its episodes are one version behind (and a reply in flight during a push fini
 weights; it keeps the version it started under); PPO's ratio against the behaviour logprobs the
 engine recorded corrects for the lag. Each iteration writes one JSON line to
 ``RUN_DIR/metrics.jsonl`` and the same scalars to TensorBoard (``RUN_DIR/tb``); the learner is
-checkpointed to ``RUN_DIR/checkpoint`` every ``run.checkpoint_every`` iterations.
+checkpointed to ``STORAGE/checkpoint`` every ``run.checkpoint_every`` iterations, and the policy
+saved to ``STORAGE/policy`` (``run.storage``; the run dir by default). Only the driver's node reads
+the run dir and the model: on a cluster the model's files reach the other nodes through the object
+store (``cluster.model.ShippedModel``), and each learner rank writes its part of a checkpoint to the
+storage from its own node.
 
 vLLM, DeepSpeed and transformers are imported where an engine, a learner or a tokenizer starts (the
 CLI imports this module only for ``proctor train``).
@@ -34,14 +38,15 @@ from rich.console import Console
 
 from proctor.cluster.config import ConfigError, ProctorConfig, dump_config
 from proctor.cluster.metrics import MetricsLog, StageTimer, episode_metrics, summary
-from proctor.cluster.model import resolve
+from proctor.cluster.model import ShippedModel, resolve
 from proctor.cluster.placement import Placement
 from proctor.cluster.plot import plot
 from proctor.cluster.progress import log_to, make_console, progress_of
-from proctor.cluster.ray_local import init_ray
+from proctor.cluster.ray_local import init_ray, job_path, joined_cluster
 from proctor.cluster.rollouts import heldout_metrics, rollout
 from proctor.cluster.trajectory import to_samples
 from proctor.learner.group import LearnerGroup, LearnerStartTimeout
+from proctor.learner.storage import Storage
 from proctor.problems import load_problems
 from proctor.reward.score import Rewards, scoreable
 from proctor.rollout.engine_group import EngineGroup
@@ -131,7 +136,9 @@ class Run:
     cfg: ProctorConfig
     run_dir: Path
     console: Console
-    model_dir: str
+    storage: Storage
+    model_dir: str | ShippedModel
+    critic_dir: str | ShippedModel | None
     tokenizer: Any
     problems: list
     heldout: list
@@ -146,14 +153,14 @@ class Run:
     restarts: int = 0
 
     @property
-    def ckpt(self) -> Path:
-        return self.run_dir / "checkpoint"
+    def ckpt(self) -> Storage:
+        return Storage(self.storage.child("checkpoint"))
 
     def build_learner(self):
         cfg, tok, p = self.cfg, self.tokenizer, self.placement
         self.learner = LearnerGroup(
             self.model_dir, cfg.learner, seed=cfg.run.seed, num_cpus_per_worker=cfg.run.learner_cpus,
-            critic_dir=str(Path(cfg.reward.prm_model).resolve()) if cfg.reward.prm_critic_init else None,
+            critic_dir=self.critic_dir,
             num_gpus_per_worker=cfg.run.learner_gpus, actor_options=p and p.learner,
             start_timeout_s=cfg.run.placement_timeout_s if p else None,
             pad_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
@@ -178,10 +185,10 @@ class Run:
     def restore(self) -> int:
         """The learner from the last checkpoint (the initial weights if there is none), its weights
         pushed to the engines; returns the iterations that checkpoint holds."""
-        meta = self.ckpt / "driver.json"
-        done = json.loads(meta.read_text())["iterations_done"] if meta.exists() else 0
+        ckpt = self.ckpt
+        done = json.loads(ckpt.read_text("driver.json"))["iterations_done"] if ckpt.exists("driver.json") else 0
         if done:
-            self.learner.load(str(self.ckpt))
+            self.learner.load(ckpt.location)
         self.push(done)
         return done
 
@@ -191,8 +198,9 @@ class Run:
         self.engines.load(ref, version=version)
 
     def save(self, done: int) -> None:
-        self.learner.save(str(self.ckpt))
-        (self.ckpt / "driver.json").write_text(json.dumps({"iterations_done": done}))
+        ckpt = self.ckpt
+        self.learner.save(ckpt.location)
+        ckpt.write_text("driver.json", json.dumps({"iterations_done": done}))
 
     def start_rollout(self, it: int) -> Future:
         """Iteration ``it``'s episodes, produced on the background thread: (episodes, seconds, engine stats)."""
@@ -260,35 +268,47 @@ def setup(cfg: ProctorConfig, run_dir: Path, console: Console, resume: bool) -> 
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(dump_config(cfg))
+    storage = Storage(cfg.run.storage if "://" in cfg.run.storage else job_path(cfg.run.storage or run_dir))
+    token = storage.probe()  # a storage that cannot be written answers now, not at the first checkpoint
     problems = load_problems(cfg.data.train, cfg.data.limit, cfg.data.skip)
     model_dir = str(resolve(cfg.model.name, cache_dir=Path(cfg.model.cache_dir) if cfg.model.cache_dir else None,
                             log=console.print))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    critic_dir = str(Path(cfg.reward.prm_model).resolve()) if cfg.reward.prm_critic_init else None
     init_ray(cfg.run.ray_address, num_cpus=None)
+    shipped, shipped_critic = model_dir, critic_dir
+    if joined_cluster():  # other nodes may not have the driver's disk: the weights travel in the object store
+        shipped = ShippedModel.put(model_dir)
+        shipped_critic = ShippedModel.put(critic_dir) if critic_dir else None
+        console.print(f"model {model_dir} put in the object store ({sum(n for _, n in shipped.listing) / 2**20:.0f} MiB) "
+                      "for nodes that lack it")
+    console.print(f"checkpoints and policy -> {storage.location}")
     console.print(f"[bold]proctor train[/]: {len(problems)} problems from {cfg.data.train}, model {cfg.model.name}, "
                   f"{cfg.run.iterations} iterations -> {run_dir}")
     placement = reserve(cfg)
     if placement:
         console.print(f"placement group ({cfg.run.placement}): {len(placement.learner)} learner + "
                       f"{len(placement.engines)} engine bundles reserved")
-    engines = EngineGroup(model_dir, cfg.rollout, seed=cfg.run.seed, num_cpus=cfg.run.engine_cpus,
+    engines = EngineGroup(shipped, cfg.rollout, seed=cfg.run.seed, num_cpus=cfg.run.engine_cpus,
                           num_gpus=cfg.run.engine_gpus, actor_options=placement and placement.engines)
     pool = SandboxPool(cfg.sandbox.actors, cfg.sandbox.backend, cfg.sandbox.slots,
                        output_bytes=cfg.sandbox.max_output_bytes)
     rewards = Rewards(cfg.reward, tokenizer.get_vocab(), cfg.learner.threads_per_worker or 1)
     heldout = load_problems(cfg.data.eval, cfg.run.eval_problems) if cfg.run.eval_problems else []
     wandb = {"project": cfg.run.wandb_project, "config": cfg.model_dump()} if cfg.run.wandb else None
-    run = Run(cfg, run_dir, console, model_dir, tokenizer, problems, heldout, placement, engines, pool, rewards,
-              MetricsLog(run_dir, wandb))
+    run = Run(cfg, run_dir, console, storage, shipped, shipped_critic, tokenizer, problems, heldout, placement, engines,
+              pool, rewards, MetricsLog(run_dir, wandb))
     run.build_learner()
+    run.learner.check_storage(storage.location, token)
+    storage.clear_probe()
     engines.wait_ready()
     run.record_placement()
     start = 0
     if resume:
-        if not (run.ckpt / "driver.json").exists():
-            raise ConfigError(f"{run.ckpt / 'driver.json'} not found: this run dir has no checkpoint to resume from")
+        if not run.ckpt.exists("driver.json"):
+            raise ConfigError(f"{run.ckpt.child('driver.json')} not found: this run has no checkpoint to resume from")
         start = run.restore()
-        console.print(f"resumed from {run.ckpt} after iteration {start}")
+        console.print(f"resumed from {run.ckpt.location} after iteration {start}")
     # Rows past the checkpoint (a run killed between logging and saving) or of an earlier run in
     # this dir are dropped: those iterations run (again) now.
     if dropped := run.log.truncate(start):
@@ -361,7 +381,7 @@ def _train(cfg: ProctorConfig, run_dir: Path, resume: bool, console: Console) ->
                           f"{row['iteration_s']:.0f} s")
             it += 1
         if cfg.run.save_policy and done > start:
-            console.print(f"policy (HF dir): {run.learner.save_policy(str(run_dir / 'policy'))}")
+            console.print(f"policy (HF dir): {run.learner.save_policy(run.storage.child('policy'))}")
     except KeyboardInterrupt as e:
         interrupted = e
         run.background.cancel()  # a rollout in flight stops now instead of running to its end

@@ -4,7 +4,6 @@ every rank's RNG states, so that a resumed run continues bit for bit. Every rank
 from __future__ import annotations
 
 import random
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +11,14 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from proctor.learner.storage import Storage
+
 
 def save(path: str | Path, engines: list[tuple[str, Any]], rank: int, shuffle: torch.Generator,
          client: dict) -> str:
     """Write ``engines`` ((name, DeepSpeed engine) pairs) and this rank's RNG states under ``path``;
-    ``client`` (e.g. step counters) goes with the first engine. Only the newest checkpoint is kept
-    (each holds weights + optimizer: GBs). Returns the tag."""
+    ``client`` (e.g. step counters) goes with the first engine. Returns the tag; ``prune`` then drops
+    the older ones."""
     path = Path(path)
     tag = f"step{client['steps']}"
     for i, (name, eng) in enumerate(engines):
@@ -27,15 +28,15 @@ def save(path: str | Path, engines: list[tuple[str, Any]], rank: int, shuffle: t
     (path / "rng").mkdir(parents=True, exist_ok=True)
     torch.save(rng, path / "rng" / f"{tag}_rank{rank}.pt")
     dist.barrier()
-    if rank == 0:
-        for name, _ in engines:
-            for old in path.glob(f"{name}/step*"):
-                if old.name != tag:
-                    shutil.rmtree(old, ignore_errors=True)
-        for old in path.glob("rng/step*_rank*.pt"):
-            if not old.name.startswith(f"{tag}_"):
-                old.unlink(missing_ok=True)
     return tag
+
+
+def prune(storage: Storage, names: list[str], tag: str) -> None:
+    """Keep only checkpoint ``tag`` at ``storage`` (each holds weights + optimizer: GBs); rank 0 calls
+    it once every rank's part of ``tag`` is written."""
+    for name in names:
+        storage.remove_except(name, lambda base: base == tag or not base.startswith("step"))
+    storage.remove_except("rng", lambda base: base.startswith(f"{tag}_"))
 
 
 def load(path: str | Path, engines: list[tuple[str, Any]], rank: int, shuffle: torch.Generator,

@@ -11,6 +11,7 @@ must be entered by every rank) and a mix of lengths.
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -69,6 +70,9 @@ def learner_actor_class():
         def load(self, path: str, tag: str | None = None):
             return self.worker.load(path, tag)
 
+        def sees_storage(self, location: str, token: str) -> tuple[bool, str]:
+            return self.worker.sees_storage(location, token), ray.get_runtime_context().get_node_id()
+
         def state_digest(self):
             return self.worker.state_digest()
 
@@ -85,7 +89,8 @@ def learner_actor_class():
 
 
 class LearnerGroup:
-    def __init__(self, model_dir: str, cfg: LearnerConfig, *, seed: int = 0, critic_dir: str | None = None,
+    def __init__(self, model_dir: str | os.PathLike, cfg: LearnerConfig, *, seed: int = 0,
+                 critic_dir: str | os.PathLike | None = None,
                  num_cpus_per_worker: float = 1, num_gpus_per_worker: float = 0, pad_id: int | None = None,
                  actor_options: list[dict] | None = None, start_timeout_s: float | None = None):
         """``actor_options[r]``: extra Ray options for rank r (e.g. a placement-group bundle);
@@ -103,7 +108,7 @@ class LearnerGroup:
         actor_cls = learner_actor_class()
         self.workers = [actor_cls.options(num_cpus=num_cpus_per_worker, num_gpus=num_gpus_per_worker,
                                           **(actor_options[r] if actor_options else {}))
-                        .remote(str(model_dir), cfg, rank=r, world_size=cfg.world_size, seed=seed,
+                        .remote(model_dir, cfg, rank=r, world_size=cfg.world_size, seed=seed,
                                 critic_dir=critic_dir, pad_id=pad_id)
                         for r in range(cfg.world_size)]
         # The group meets at rank 0's node (another host on a cluster), then every rank joins at once.
@@ -208,7 +213,19 @@ class LearnerGroup:
         return self._all("adapter_ref")[0][0]
 
     def save(self, path: str) -> str:
+        """A checkpoint at ``path`` (a local path or a ``learner.storage`` URI), each rank writing its part."""
         return self._all("save", str(path))[0]
+
+    def check_storage(self, location: str, token: str) -> None:
+        """Raise ``StorageError`` unless every rank reads the probe ``token`` the driver wrote at ``location``."""
+        from proctor.learner.storage import StorageError
+
+        for rank, (seen, node) in enumerate(self._all("sees_storage", location, token)):
+            if not seen:
+                raise StorageError(
+                    f"learner rank {rank} (node {node[:8]}) does not see run.storage={location!r} as the driver does: "
+                    "its node has its own disk there. Set run.storage to a location every node reaches (s3://..., "
+                    "gs://..., or a path on a shared mount)")
 
     def load(self, path: str, tag: str | None = None) -> None:
         self._all("load", str(path), tag)

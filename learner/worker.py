@@ -23,6 +23,7 @@ to the reference is a k3 loss term instead of a reward penalty.
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import time
 from collections import defaultdict
@@ -64,13 +65,18 @@ from proctor.learner.model import (
     to_numpy,
 )
 from proctor.learner.networks import build_critic, build_policy
+from proctor.learner.storage import Storage
 
 
 class PPOWorker:
-    def __init__(self, model_dir: str, cfg: LearnerConfig, *, rank: int = 0, world_size: int = 1,
+    def __init__(self, model_dir: str | os.PathLike, cfg: LearnerConfig, *, rank: int = 0, world_size: int = 1,
                  master_addr: str = "127.0.0.1", master_port: int = 29500, seed: int = 0,
-                 critic_dir: str | None = None, pad_id: int | None = None):
-        self.cfg, self.rank, self.world_size, self.model_dir = cfg, rank, world_size, str(model_dir)
+                 critic_dir: str | os.PathLike | None = None, pad_id: int | None = None):
+        # A path of this node, or a model the driver shipped (``cluster.model.ShippedModel``): its files
+        # land in a node-local cache when this node lacks the driver's directory.
+        model_dir = os.fspath(model_dir)
+        critic_dir = os.fspath(critic_dir) if critic_dir is not None else None
+        self.cfg, self.rank, self.world_size, self.model_dir = cfg, rank, world_size, model_dir
         if cfg.threads_per_worker:
             torch.set_num_threads(cfg.threads_per_worker)
         deepspeed, backend = init_deepspeed(rank, world_size, master_addr, master_port, cfg.shm_comm)
@@ -355,17 +361,20 @@ class PPOWorker:
             raise ValueError("export_adapter: the policy has no adapter (learner.lora_rank=0)")
         return sink(adapter_files(self.actor.module)) if self.rank == 0 else None
 
-    def save_policy(self, out_dir: str | Path) -> str | None:
-        """Write the actor as a HF model dir (``learner.model.save_policy_dir``). Every rank must call
-        it (ZeRO-3 gathers); rank 0 writes and returns the path. Under LoRA the dir holds the merged
-        network, and ``adapter/`` the adapter alone (peft format)."""
+    def save_policy(self, location: str | Path) -> str | None:
+        """Write the actor as a HF model dir (``learner.model.save_policy_dir``) at ``location`` (a path
+        or a ``learner.storage`` URI). Every rank must call it (ZeRO-3 gathers); rank 0 writes and
+        returns the location. Under LoRA the dir holds the merged network, and ``adapter/`` the adapter
+        alone (peft format)."""
         with self._whole(list(self.actor.module.parameters())):
             if self.rank != 0:
                 return None
-            path = save_policy_dir(self._policy_named(), self.model_dir, out_dir)
-            if self.cfg.lora_rank:
-                save_adapter(self.actor.module, Path(out_dir) / "adapter")
-            return path
+            storage = Storage(str(location))
+            with storage.writing() as out:
+                save_policy_dir(self._policy_named(), self.model_dir, out)
+                if self.cfg.lora_rank:
+                    save_adapter(self.actor.module, out / "adapter")
+            return storage.location
 
     def state_digest(self) -> dict[str, float]:
         """Sum and sum of squares of actor and critic parameters on this rank (tests compare ranks)."""
@@ -382,15 +391,29 @@ class PPOWorker:
 
     # --- checkpoints ---------------------------------------------------------------------------------
 
-    def save(self, path: str | Path) -> str:
-        """Checkpoint actor and critic (``learner.checkpoint``); every rank must call it. Returns the tag."""
-        return checkpoint.save(path, self._trained(), self.rank, self.gen,
-                               {"steps": self.steps, "iterations": self.iterations})
+    def save(self, location: str | Path) -> str:
+        """Checkpoint actor and critic (``learner.checkpoint``) at ``location`` (a path or a
+        ``learner.storage`` URI); every rank must call it and writes its own part from its own node.
+        Returns the tag."""
+        storage = Storage(str(location))
+        with storage.writing() as local:
+            tag = checkpoint.save(local, self._trained(), self.rank, self.gen,
+                                  {"steps": self.steps, "iterations": self.iterations})
+        if not storage.local:
+            dist.barrier()  # every rank's part is uploaded before the older checkpoint goes
+        if self.rank == 0:
+            checkpoint.prune(storage, [name for name, _ in self._trained()], tag)
+        return tag
 
-    def load(self, path: str | Path, tag: str | None = None) -> None:
+    def load(self, location: str | Path, tag: str | None = None) -> None:
         """Resume from ``save``: same weights, optimizer moments, lr schedule, step and RNG states."""
-        client = checkpoint.load(path, self._trained(), self.rank, self.gen, tag)
+        with Storage(str(location)).reading() as local:
+            client = checkpoint.load(local, self._trained(), self.rank, self.gen, tag)
         self.steps, self.iterations = client["steps"], client["iterations"]
+
+    def sees_storage(self, location: str, token: str) -> bool:
+        """Whether this rank, on its node, reads the probe the driver wrote at ``location``."""
+        return Storage(location).sees(token)
 
 
 def _add(acc: dict, key: str, x, w: float = 1.0) -> None:

@@ -5,6 +5,7 @@ pushes to every engine."""
 from __future__ import annotations
 
 import itertools
+import os
 import warnings
 
 from proctor.rollout.config import RolloutConfig
@@ -18,8 +19,9 @@ def engine_actor_class():
 
     @ray.remote(num_cpus=0)
     class EngineActor:
-        def __init__(self, model_dir: str, cfg: RolloutConfig | None = None, seed: int = 0):
-            self.engine = Engine(model_dir, cfg, seed)
+        def __init__(self, model_dir: str | os.PathLike, cfg: RolloutConfig | None = None, seed: int = 0):
+            # os.fspath here, on the engine's node: a model the driver shipped lands in a local cache
+            self.engine = Engine(os.fspath(model_dir), cfg, seed)
 
         async def generate(self, prompt_ids: list[int], spec: SamplingSpec = GREEDY) -> list[Generation]:
             return await self.engine.generate(prompt_ids, spec)
@@ -45,7 +47,7 @@ class EngineGroup:
     died is retried on a replacement (same model and seed, loaded with the last pushed weights
     before it serves anything), so the episodes waiting on it carry on."""
 
-    def __init__(self, model_dir: str, cfg: RolloutConfig, *, seed: int = 0, num_cpus: float = 1,
+    def __init__(self, model_dir: str | os.PathLike, cfg: RolloutConfig, *, seed: int = 0, num_cpus: float = 1,
                  num_gpus: float = 0, retries: int = 2, actor_options: list[dict] | None = None):
         """``actor_options[i]``: extra Ray options for engine i (e.g. its placement-group bundle,
         which a replacement of engine i takes over)."""
@@ -58,7 +60,7 @@ class EngineGroup:
             if cfg.threads_per_engine else {}
         self._options = [dict(num_cpus=num_cpus, num_gpus=num_gpus, **threads,
                               **(actor_options[i] if actor_options else {})) for i in range(cfg.engines)]
-        self._args = (str(model_dir), cfg)
+        self._args = (model_dir, cfg)
         self.seed, self.retries = seed, retries
         self.actors = [self._spawn(i) for i in range(cfg.engines)]
         self._ready: dict[int, object] = {}       # engine index -> ref of its pending weight load
