@@ -104,7 +104,8 @@ def cmd_eval(args) -> int:
 
 def cmd_train(args) -> int:
     from proctor.cluster.ray_local import job_path
-    from proctor.cluster.train import LearnerLost, train
+    from proctor.cluster.train import RunLost, train
+    from proctor.learner.storage import StorageError
 
     if args.resume:
         run_dir = job_path(args.resume)
@@ -118,9 +119,12 @@ def cmd_train(args) -> int:
         run_dir = job_path(args.run_dir or cfg.run.out_dir)
     try:
         train(cfg, run_dir, resume=bool(args.resume), console=console)
-    except LearnerLost as e:
+    except RunLost as e:
         console.print(f"[bold red]error:[/] {e}", highlight=False)
         return 1
+    except StorageError as e:
+        console.print(f"[bold red]error:[/] {e}", highlight=False)
+        return 2
     return 0
 
 

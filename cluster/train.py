@@ -49,13 +49,17 @@ from proctor.learner.group import LearnerGroup, LearnerStartTimeout
 from proctor.learner.storage import Storage
 from proctor.problems import load_problems
 from proctor.reward.score import Rewards, scoreable
-from proctor.rollout.engine_group import EngineGroup
+from proctor.rollout.engine_group import EngineGroup, EngineUnavailable
 from proctor.rollout.episode import FeedbackBank
 from proctor.rollout.types import SamplingSpec
 from proctor.sandbox_pool.pool import SandboxPool
 
 
-class LearnerLost(RuntimeError):
+class RunLost(RuntimeError):
+    """Part of the run is gone and cannot be replaced; the last checkpoint stands (the message says how to resume)."""
+
+
+class LearnerLost(RunLost):
     """A learner worker died and ``run.max_restarts`` is used up; the last checkpoint stands."""
 
 
@@ -276,11 +280,12 @@ def setup(cfg: ProctorConfig, run_dir: Path, console: Console, resume: bool) -> 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     critic_dir = str(Path(cfg.reward.prm_model).resolve()) if cfg.reward.prm_critic_init else None
     init_ray(cfg.run.ray_address, num_cpus=None)
-    shipped, shipped_critic = model_dir, critic_dir
+    shipped: str | ShippedModel = model_dir
+    shipped_critic: str | ShippedModel | None = critic_dir
     if joined_cluster():  # other nodes may not have the driver's disk: the weights travel in the object store
-        shipped = ShippedModel.put(model_dir)
-        shipped_critic = ShippedModel.put(critic_dir) if critic_dir else None
-        console.print(f"model {model_dir} put in the object store ({sum(n for _, n in shipped.listing) / 2**20:.0f} MiB) "
+        model = ShippedModel.put(model_dir)
+        shipped, shipped_critic = model, ShippedModel.put(critic_dir) if critic_dir else None
+        console.print(f"model {model_dir} put in the object store ({sum(n for _, n in model.listing) / 2**20:.0f} MiB) "
                       "for nodes that lack it")
     console.print(f"checkpoints and policy -> {storage.location}")
     console.print(f"[bold]proctor train[/]: {len(problems)} problems from {cfg.data.train}, model {cfg.model.name}, "
@@ -290,7 +295,8 @@ def setup(cfg: ProctorConfig, run_dir: Path, console: Console, resume: bool) -> 
         console.print(f"placement group ({cfg.run.placement}): {len(placement.learner)} learner + "
                       f"{len(placement.engines)} engine bundles reserved")
     engines = EngineGroup(shipped, cfg.rollout, seed=cfg.run.seed, num_cpus=cfg.run.engine_cpus,
-                          num_gpus=cfg.run.engine_gpus, actor_options=placement and placement.engines)
+                          num_gpus=cfg.run.engine_gpus, actor_options=placement and placement.engines,
+                          replace_timeout_s=cfg.run.placement_timeout_s)
     pool = SandboxPool(cfg.sandbox.actors, cfg.sandbox.backend, cfg.sandbox.slots,
                        output_bytes=cfg.sandbox.max_output_bytes)
     rewards = Rewards(cfg.reward, tokenizer.get_vocab(), cfg.learner.threads_per_worker or 1)
@@ -341,7 +347,10 @@ def _train(cfg: ProctorConfig, run_dir: Path, resume: bool, console: Console) ->
     try:
         while it < cfg.run.iterations:
             t0, timer, stage = time.perf_counter(), StageTimer(), "rollout"
-            episodes, rollout_s, busy = (ahead or run.start_rollout(it)).result()
+            try:
+                episodes, rollout_s, busy = (ahead or run.start_rollout(it)).result()
+            except EngineUnavailable as e:
+                raise RunLost(f"{e}; the checkpoint after iteration {done} stands: proctor train --resume {run_dir}") from None
             ahead = run.start_rollout(it + 1) if cfg.run.async_rollout and it + 1 < cfg.run.iterations else None
             with timer("reward"):
                 kept = scoreable(episodes)

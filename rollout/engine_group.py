@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import os
 import warnings
+from typing import Any
 
 from proctor.rollout.config import RolloutConfig
 from proctor.rollout.engine import GREEDY, Engine, EngineDead
@@ -42,15 +43,22 @@ def engine_actor_class():
     return EngineActor
 
 
+class EngineUnavailable(RuntimeError):
+    """An engine died and no replacement could start in time."""
+
+
 class EngineGroup:
     """R EngineActors behind one ``Generator`` that survives engine deaths: a request whose engine
     died is retried on a replacement (same model and seed, loaded with the last pushed weights
     before it serves anything), so the episodes waiting on it carry on."""
 
     def __init__(self, model_dir: str | os.PathLike, cfg: RolloutConfig, *, seed: int = 0, num_cpus: float = 1,
-                 num_gpus: float = 0, retries: int = 2, actor_options: list[dict] | None = None):
+                 num_gpus: float = 0, retries: int = 2, actor_options: list[dict] | None = None,
+                 replace_timeout_s: float | None = None):
         """``actor_options[i]``: extra Ray options for engine i (e.g. its placement-group bundle,
-        which a replacement of engine i takes over)."""
+        which a replacement of engine i takes over). ``replace_timeout_s``: how long a request waits
+        for a replacement engine to start and load the weights (None: no limit); past it the request
+        raises ``EngineUnavailable`` (its node is gone and the cluster has no room for it)."""
         if actor_options is not None and len(actor_options) != cfg.engines:
             raise ValueError(f"{len(actor_options)} actor_options for {cfg.engines} engines")
         self._cls = engine_actor_class()
@@ -61,9 +69,9 @@ class EngineGroup:
         self._options = [dict(num_cpus=num_cpus, num_gpus=num_gpus, **threads,
                               **(actor_options[i] if actor_options else {})) for i in range(cfg.engines)]
         self._args = (model_dir, cfg)
-        self.seed, self.retries = seed, retries
+        self.seed, self.retries, self.replace_timeout_s = seed, retries, replace_timeout_s
         self.actors = [self._spawn(i) for i in range(cfg.engines)]
-        self._ready: dict[int, object] = {}       # engine index -> ref of its pending weight load
+        self._ready: dict[int, Any] = {}          # engine index -> ref of its pending weight load
         self._weights: tuple | None = None        # (object ref, version) of the last push
         self._rr = itertools.count()
         self.replaced = 0
@@ -105,13 +113,22 @@ class EngineGroup:
             actor = self.actors[i]
             try:
                 if i in self._ready:
-                    await self._ready[i]
+                    await self._until_ready(i)
                 return await actor.generate.remote(prompt_ids, spec)
             except (ray.exceptions.RayActorError, EngineDead):  # the actor died, or its vLLM engine did
                 if attempt == self.retries:
                     raise
                 self._replace(i, actor)
         raise AssertionError("unreachable")
+
+    async def _until_ready(self, i: int) -> None:
+        import asyncio
+
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(self._ready[i].future()), self.replace_timeout_s)
+        except TimeoutError:
+            raise EngineUnavailable(f"engine {i} died and its replacement did not start within {self.replace_timeout_s:.0f} s "
+                                    "(its node is gone and the cluster has no room for it)") from None
 
     def _replace(self, i: int, dead) -> None:
         if self.actors[i] is not dead:  # another request already replaced it

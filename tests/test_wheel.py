@@ -1,49 +1,14 @@
 """The wheel as a user gets it: built from the checkout, inspected, installed (--no-deps) into a fresh
 venv that reuses this project's installed dependencies, and run from a directory outside the checkout."""
 
-import os
 import subprocess
-import sys
-import sysconfig
 import tomllib
-import venv
 import zipfile
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 DIST_INFO = f"proctor-{VERSION}.dist-info"
-
-
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
-    # No build isolation: the venv's setuptools builds it, nothing is fetched.
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                           "--wheel-dir", str(out), str(ROOT)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    (path,) = out.glob("proctor-*.whl")
-    return path
-
-
-@pytest.fixture(scope="module")
-def installed(wheel, tmp_path_factory) -> dict:
-    """A fresh venv with the wheel; the project's site-packages on its path through a .pth (read by
-    the fresh venv's site, so the editable install's own .pth files there are not)."""
-    env_dir = tmp_path_factory.mktemp("fresh") / "venv"
-    venv.create(env_dir, with_pip=True)
-    python = env_dir / "bin" / "python"
-    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-    (Path(purelib) / "_proctor_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    proc = subprocess.run([python, "-m", "pip", "install", "--no-deps", "--no-index", str(wheel)],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    elsewhere = tmp_path_factory.mktemp("elsewhere")  # not the checkout: nothing there to import by accident
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    return {"python": python, "bin": env_dir / "bin", "cwd": elsewhere, "env": env}
 
 
 def _run(installed, *cmd) -> subprocess.CompletedProcess:
