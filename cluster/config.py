@@ -86,7 +86,8 @@ class RunConfig(BaseModel):
     engine_gpus: float = Field(default=0, ge=0, description="GPUs per engine (0 on CPU machines)")
     placement: Literal["none", "pack", "spread", "strict_pack"] = Field(
         default="none", description="reserve learner + engines as one Ray placement group (none: CPU fractions only)")
-    placement_timeout_s: float = Field(default=300, gt=0, description="how long to wait for the placement group")
+    placement_timeout_s: float = Field(default=300, gt=0, description="how long to wait for the head at run.ray_address, "
+                                       "the placement group, and a replacement engine on a cluster")
 
 
 class ProctorConfig(BaseModel):

@@ -6,8 +6,10 @@ Import this module before anything imports ray: Ray reads the variables below at
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from proctor.cluster import signals
@@ -39,10 +41,34 @@ def joined_cluster() -> bool:
     return _JOINED
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None, tmp_dir: str | None = None):
+class ClusterUnreachable(RuntimeError):
+    pass
+
+
+def wait_reachable(address: str, timeout_s: float) -> None:
+    """Raise ``ClusterUnreachable`` unless ``HOST:PORT`` (a Ray head's GCS, or ``ray://HOST:PORT``)
+    accepts a connection within ``timeout_s`` (ray.init itself retries for many minutes). Addresses
+    without a port (``auto``) are left to Ray."""
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not (host and port.isdigit()):
+        return
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection((host, int(port)), timeout=5).close()
+            return
+        except OSError as e:
+            if time.monotonic() > deadline:
+                raise ClusterUnreachable(f"run.ray_address={address}: no Ray head answered there within "
+                                         f"{timeout_s:.0f} s (run.placement_timeout_s): {e}") from None
+            time.sleep(1)
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, tmp_dir: str | None = None,
+             timeout_s: float = 300):
     """``address=None`` starts a private local Ray bound to 127.0.0.1, unless this process runs as a
     Ray job (``RAY_ADDRESS`` set by ``ray job submit``): then it joins that cluster, as it does an
-    explicit ``address``."""
+    explicit ``address`` (which must answer within ``timeout_s``)."""
     import ray
 
     if ray.is_initialized():
@@ -50,6 +76,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, tmp_dir: s
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         global _JOINED
+        wait_reachable(address, timeout_s)
         ray.init(address=address, log_to_driver=False)
         _JOINED = True
         signals.install()

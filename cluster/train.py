@@ -36,7 +36,7 @@ from typing import Any
 import ray
 from rich.console import Console
 
-from proctor.cluster.config import ConfigError, ProctorConfig, dump_config
+from proctor.cluster.config import ProctorConfig, dump_config
 from proctor.cluster.metrics import MetricsLog, StageTimer, episode_metrics, summary
 from proctor.cluster.model import ShippedModel, resolve
 from proctor.cluster.placement import Placement
@@ -190,9 +190,10 @@ class Run:
         """The learner from the last checkpoint (the initial weights if there is none), its weights
         pushed to the engines; returns the iterations that checkpoint holds."""
         ckpt = self.ckpt
-        done = json.loads(ckpt.read_text("driver.json"))["iterations_done"] if ckpt.exists("driver.json") else 0
-        if done:
-            self.learner.load(ckpt.location)
+        state = json.loads(ckpt.read_text("driver.json")) if ckpt.exists("driver.json") else {}
+        done = state.get("iterations_done", 0)
+        if done:  # the recorded tag: a newer one may be partial (a rank lost while saving it)
+            self.learner.load(ckpt.location, state.get("tag"))
         self.push(done)
         return done
 
@@ -202,9 +203,10 @@ class Run:
         self.engines.load(ref, version=version)
 
     def save(self, done: int) -> None:
-        ckpt = self.ckpt
-        self.learner.save(ckpt.location)
-        ckpt.write_text("driver.json", json.dumps({"iterations_done": done}))
+        """Every rank's part, then the record of it (driver.json), then the older checkpoint dropped."""
+        tag = self.learner.save(self.ckpt.location)
+        self.ckpt.write_text("driver.json", json.dumps({"iterations_done": done, "tag": tag}))
+        self.learner.prune(self.ckpt.location, tag)
 
     def start_rollout(self, it: int) -> Future:
         """Iteration ``it``'s episodes, produced on the background thread: (episodes, seconds, engine stats)."""
@@ -279,7 +281,10 @@ def setup(cfg: ProctorConfig, run_dir: Path, console: Console, resume: bool) -> 
                             log=console.print))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     critic_dir = str(Path(cfg.reward.prm_model).resolve()) if cfg.reward.prm_critic_init else None
-    init_ray(cfg.run.ray_address, num_cpus=None)
+    init_ray(cfg.run.ray_address, num_cpus=None, timeout_s=cfg.run.placement_timeout_s)
+    if joined_cluster() and cfg.run.placement == "none":
+        console.print("[yellow]run.placement=none on a cluster: actors wait for resources without limit; "
+                      "run.placement=pack fails within run.placement_timeout_s when the cluster cannot hold the run[/]")
     shipped: str | ShippedModel = model_dir
     shipped_critic: str | ShippedModel | None = critic_dir
     if joined_cluster():  # other nodes may not have the driver's disk: the weights travel in the object store
@@ -311,10 +316,10 @@ def setup(cfg: ProctorConfig, run_dir: Path, console: Console, resume: bool) -> 
     run.record_placement()
     start = 0
     if resume:
-        if not run.ckpt.exists("driver.json"):
-            raise ConfigError(f"{run.ckpt.child('driver.json')} not found: this run has no checkpoint to resume from")
         start = run.restore()
-        console.print(f"resumed from {run.ckpt.location} after iteration {start}")
+        console.print(f"resumed from {run.ckpt.location} after iteration {start}" if start else
+                      f"no checkpoint in {run.ckpt.location} (the run stopped before its first): starting from the "
+                      "initial weights")
     # Rows past the checkpoint (a run killed between logging and saving) or of an earlier run in
     # this dir are dropped: those iterations run (again) now.
     if dropped := run.log.truncate(start):
@@ -350,7 +355,8 @@ def _train(cfg: ProctorConfig, run_dir: Path, resume: bool, console: Console) ->
             try:
                 episodes, rollout_s, busy = (ahead or run.start_rollout(it)).result()
             except EngineUnavailable as e:
-                raise RunLost(f"{e}; the checkpoint after iteration {done} stands: proctor train --resume {run_dir}") from None
+                raise RunLost(f"{e}; {f'the checkpoint after iteration {done} stands' if done else 'no checkpoint yet'}: "
+                              f"proctor train --resume {run_dir}") from None
             ahead = run.start_rollout(it + 1) if cfg.run.async_rollout and it + 1 < cfg.run.iterations else None
             with timer("reward"):
                 kept = scoreable(episodes)
@@ -385,7 +391,12 @@ def _train(cfg: ProctorConfig, run_dir: Path, resume: bool, console: Console) ->
             run.log.write(row)
             rows.append(row)
             if (cfg.run.checkpoint_every and done % cfg.run.checkpoint_every == 0) or done == cfg.run.iterations:
-                run.save(done)
+                try:
+                    run.save(done)
+                except WORKER_LOST as e:  # lost while saving: the previous checkpoint is whole
+                    it, ahead = run.restart_learner(e, it), None
+                    rows = [r for r in rows if r["iteration"] <= it]
+                    continue
             console.print(f"iteration {done}: reward {row['reward_mean']:+.3f}, solved {row['solve_rate']:.2f}, "
                           f"{row['iteration_s']:.0f} s")
             it += 1

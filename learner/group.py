@@ -64,6 +64,9 @@ def learner_actor_class():
         def save(self, path: str):
             return self.worker.save(path)
 
+        def prune(self, path: str, tag: str):
+            return self.worker.prune(path, tag)
+
         def save_policy(self, path: str):
             return self.worker.save_policy(path)
 
@@ -213,8 +216,15 @@ class LearnerGroup:
         return self._all("adapter_ref")[0][0]
 
     def save(self, path: str) -> str:
-        """A checkpoint at ``path`` (a local path or a ``learner.storage`` URI), each rank writing its part."""
+        """A checkpoint at ``path`` (a local path or a ``learner.storage`` URI), each rank writing its part;
+        returns its tag. The older checkpoints there stay until ``prune``."""
         return self._all("save", str(path))[0]
+
+    def prune(self, path: str, tag: str) -> None:
+        """Keep only checkpoint ``tag`` at ``path`` (each holds weights + optimizer state: GBs)."""
+        import ray
+
+        ray.get(self.workers[0].prune.remote(str(path), tag))
 
     def check_storage(self, location: str, token: str) -> None:
         """Raise ``StorageError`` unless every rank reads the probe ``token`` the driver wrote at ``location``."""

@@ -394,16 +394,19 @@ class PPOWorker:
     def save(self, location: str | Path) -> str:
         """Checkpoint actor and critic (``learner.checkpoint``) at ``location`` (a path or a
         ``learner.storage`` URI); every rank must call it and writes its own part from its own node.
-        Returns the tag."""
+        Returns the tag; the older checkpoints stay until ``prune``."""
         storage = Storage(str(location))
         with storage.writing() as local:
             tag = checkpoint.save(local, self._trained(), self.rank, self.gen,
                                   {"steps": self.steps, "iterations": self.iterations})
         if not storage.local:
-            dist.barrier()  # every rank's part is uploaded before the older checkpoint goes
-        if self.rank == 0:
-            checkpoint.prune(storage, [name for name, _ in self._trained()], tag)
+            dist.barrier()  # every rank's part is uploaded when any rank returns
         return tag
+
+    def prune(self, location: str | Path, tag: str) -> None:
+        """Drop every checkpoint at ``location`` but ``tag`` (one rank calls it, once ``tag`` is complete
+        and recorded: a rank lost while saving leaves the previous checkpoint whole)."""
+        checkpoint.prune(Storage(str(location)), [name for name, _ in self._trained()], tag)
 
     def load(self, location: str | Path, tag: str | None = None) -> None:
         """Resume from ``save``: same weights, optimizer moments, lr schedule, step and RNG states."""

@@ -158,7 +158,9 @@ def test_resume_continues_bit_for_bit(ray_local, v16_model_dir, tmp_path, stage,
         metrics = resumed.train(b)
     got = weights(ray, resumed)
     assert resumed.state_digests()[0] == expected_digest  # critic too
-    resumed.save(str(tmp_path / "ckpt"))  # a newer checkpoint replaces the older one (GBs each)
+    tag = resumed.save(str(tmp_path / "ckpt"))
+    assert len(list((tmp_path / "ckpt" / "rng").iterdir())) == 2  # the older one stays until pruned
+    resumed.prune(str(tmp_path / "ckpt"), tag)  # then only the newer is kept (GBs each)
     kept = [p.name for d in ("actor", "critic") for p in (tmp_path / "ckpt" / d).glob("step*")]
     assert kept == [f"step{3 * 2 * 2}"] * (1 + (advantage == "gae"))
     assert [p.name for p in (tmp_path / "ckpt" / "rng").iterdir()] == [f"step{3 * 2 * 2}_rank0.pt"]

@@ -1,7 +1,8 @@
 """Beyond one machine, simulated on it: ``proctor train`` on a Ray cluster of a head and four worker
 nodes (separate raylets on 127.0.0.1, ``tests/multinode_run.py``), the learner ranks and the engines
 spread over different nodes, the weights pushed across them through the object store; then a worker
-node removed mid-run."""
+node removed mid-run with room elsewhere. A node lost with no room left is tested on a real cluster of
+two raylets that share no disk (tests/test_ray_job.py)."""
 
 import json
 import subprocess
@@ -34,7 +35,7 @@ def test_spread_run_puts_each_rank_and_engine_on_its_own_node(tiny_model_dir, tm
     [row] = res["rows"]
     assert row["episodes"] == 4 and row["learner/steps"] >= 1
     assert row["push_s"] > 0 and row["engines_replaced"] == 0  # the push reached both engines' nodes
-    assert res["checkpoint"] == {"iterations_done": 1}
+    assert res["checkpoint"]["iterations_done"] == 1
 
 
 def test_a_worker_node_lost_mid_run_rebuilds_the_learner_from_its_checkpoint(tiny_model_dir, tmp_path):
@@ -50,17 +51,5 @@ def test_a_worker_node_lost_mid_run_rebuilds_the_learner_from_its_checkpoint(tin
     assert rows[-1]["learner_restarts"] == 1
     after = res["placement"]
     assert res["removed"]["node"] not in after["learner"] + after["engines"]  # placed again elsewhere
-    assert res["checkpoint"] == {"iterations_done": 3}
+    assert res["checkpoint"]["iterations_done"] == 3
 
-
-def test_a_lost_node_without_room_elsewhere_stops_with_a_resumable_checkpoint(tiny_model_dir, tmp_path):
-    """Same loss, but each bundle takes a whole node (1 CPU), so the lost rank has nowhere to go: the
-    run stops with a message naming the resume command, the checkpoint of iteration 1 intact."""
-    res = simulate(tiny_model_dir, tmp_path, "--remove", "learner:1", "--after", "1", "learner.world_size=2",
-                   "rollout.engines=2", "run.iterations=3", "run.checkpoint_every=1", "run.learner_cpus=1",
-                   "run.engine_cpus=1", "run.placement_timeout_s=30")
-    assert res["removed"], res
-    assert res["error"] and res["error"].startswith("LearnerLost"), res.get("traceback")
-    assert "could not be rebuilt" in res["error"] and "proctor train --resume" in res["error"]
-    assert res["checkpoint"]["iterations_done"] >= 1
-    assert [r["iteration"] for r in res["rows"]] == list(range(1, res["checkpoint"]["iterations_done"] + 1))

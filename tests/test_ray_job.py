@@ -195,7 +195,8 @@ def test_the_documented_job_stops_with_a_checkpoint_and_resumes_on_a_node_withou
     assert f"resumed from {Storage(storage).child('checkpoint')} after iteration {done}" in follow, follow[-3000:]
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [1, 2, 3] and all(r["episodes"] == 4 for r in rows)
-    assert json.loads(Storage(storage).read_text("checkpoint/driver.json")) == {"iterations_done": 3}
+    state = json.loads(Storage(storage).read_text("checkpoint/driver.json"))
+    assert state["iterations_done"] == 3 and Storage(storage).exists(f"checkpoint/actor/{state['tag']}")
     assert Storage(storage).exists("policy/config.json") and Storage(storage).exists("policy/model.safetensors")
 
 
@@ -216,7 +217,10 @@ def test_the_worker_node_lost_mid_run_stops_it_with_the_resume_command(cluster, 
     proc = cluster.submit(*_args(tiny_model_dir, storage, "--out", "runs/lost", "run.iterations=3",
                                  "run.placement_timeout_s=20"))
     job_id(proc, lines)
-    wait_for_rows(run / "metrics.jsonl", 1, proc)
+    deadline = time.time() + 300  # lost during iteration 2, with iteration 1's checkpoint in S3
+    while not Storage(storage).exists("checkpoint/driver.json"):
+        assert proc.poll() is None and time.time() < deadline, "".join(lines)[-3000:]
+        time.sleep(0.5)
     cluster.kill_worker()
     out = "".join(lines) + proc.communicate(timeout=400)[0]
     assert proc.returncode != 0
@@ -224,3 +228,16 @@ def test_the_worker_node_lost_mid_run_stops_it_with_the_resume_command(cluster, 
     done = json.loads(Storage(storage).read_text("checkpoint/driver.json"))["iterations_done"]
     rows = [json.loads(line)["iteration"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert done >= 1 and rows[:done] == list(range(1, done + 1))  # nothing of a finished iteration lost
+
+
+def test_a_head_that_does_not_answer_fails_within_the_timeout_naming_it(tiny_model_dir, tmp_path):
+    port = free_port()  # nothing listens there
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    t = time.monotonic()
+    proc = subprocess.run([str(VENV_BIN / "proctor"), "train", "--config", "tiny", "--out", str(tmp_path / "run"),
+                           f"model.name={tiny_model_dir}", f"run.ray_address=127.0.0.1:{port}",
+                           "run.placement_timeout_s=5"], capture_output=True, text=True, timeout=300, env=env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out[-3000:]
+    assert f"run.ray_address=127.0.0.1:{port}: no Ray head answered there within 5 s" in out, out[-3000:]
+    assert time.monotonic() - t < 120  # not Ray's own minutes of retries
