@@ -15,6 +15,8 @@ RUN python3 -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM ${BASE}
 ARG PROCTOR_EXTRA=cpu
+# A mirror of PyTorch's CPU wheel index, where download.pytorch.org is out of reach (scripts/torch_source.py)
+ARG PROCTOR_TORCH_INDEX=
 ENV DEBIAN_FRONTEND=noninteractive PROCTOR_EXTRA=${PROCTOR_EXTRA} RAY_USAGE_STATS_ENABLED=0 \
     PROCTOR_CACHE=/var/cache/proctor PROCTOR_IN_IMAGE=1
 # bubblewrap isolates untrusted code, run by the system's /usr/bin/python3 inside the sandbox.

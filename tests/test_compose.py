@@ -57,3 +57,54 @@ def test_dockerfile_installs_the_wheel_and_the_context_holds_the_package():
     needed = [*tool["tool"]["setuptools"]["package-dir"].values(), "pyproject.toml", "README.md", "LICENSE"]
     dropped = [n for n in needed for pat in ignored if fnmatch.fnmatch(n, pat.removeprefix("**/"))]
     assert dropped == [], f".dockerignore drops what the wheel is built from: {dropped}"
+
+
+@pytest.mark.slow
+def test_compose_up_runs_the_documented_job_on_a_head_and_two_workers(tmp_path):
+    """The compose file started for real: a head and two workers from the built image, the documented
+    `ray job submit` of the tiny config with its learner rank and engine spread over the nodes, its
+    metrics on the host under ./runs, then everything torn down. Needs a Docker daemon and the image
+    (`docker-compose build`; docs/cluster.md says how it was built here): skipped without them."""
+    import json
+    import os
+    import sys
+    import time
+
+    def run(*cmd, timeout=300) -> subprocess.CompletedProcess:
+        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+    docker = shutil.which("docker")
+    if docker is None or run(docker, "info", timeout=30).returncode:
+        pytest.skip("no Docker daemon answers here")
+    if run(docker, "image", "inspect", "proctor:cpu", timeout=30).returncode:
+        pytest.skip("the image proctor:cpu is not built (docker-compose build)")
+    project, out = f"proctor-test-{os.getpid()}", f"compose-test-{os.getpid()}"
+    compose = [shutil.which("docker-compose"), "-p", project]
+    ray = [str(Path(sys.executable).parent / "ray")]
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+    try:
+        up = run(*compose, "up", "-d", "--no-build", "--scale", "ray-worker=2")
+        assert up.returncode == 0, up.stderr[-3000:]
+        deadline = time.time() + 180
+        while True:
+            nodes = subprocess.run([*ray, "list", "nodes", "--address", "http://127.0.0.1:8265", "--format", "json",
+                                    "--filter", "state=ALIVE"], capture_output=True, text=True, env=env, timeout=60)
+            if nodes.returncode == 0 and len(json.loads(nodes.stdout)) == 3:
+                break
+            assert time.time() < deadline, nodes.stderr[-2000:] + run(*compose, "logs").stdout[-3000:]
+            time.sleep(3)
+        job = subprocess.run([*ray, "job", "submit", "--address", "http://127.0.0.1:8265", "--working-dir", str(tmp_path),
+                              "--", "proctor", "train", "--config", "tiny", "--out", f"runs/{out}", "run.iterations=1",
+                              "run.placement=spread", "run.learner_cpus=1", "run.engine_cpus=1"],
+                             capture_output=True, text=True, env=env, timeout=900)
+        assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-2000:]
+        run_dir = ROOT / "runs" / out
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        assert [r["iteration"] for r in rows] == [1] and rows[0]["episodes"] > 0
+        placed = json.loads((run_dir / "placement.json").read_text())
+        assert len(set(placed["learner"] + placed["engines"])) == 2  # spread over two nodes
+        assert json.loads((run_dir / "checkpoint" / "driver.json").read_text())["iterations_done"] == 1
+    finally:
+        run(*compose, "down", "-v", "--remove-orphans")
+        shutil.rmtree(ROOT / "runs" / out, ignore_errors=True)
+    assert run(docker, "ps", "-q", "--filter", f"label=com.docker.compose.project={project}").stdout.strip() == ""
