@@ -103,6 +103,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from proctor.cluster.placement import PlacementError
     from proctor.cluster.ray_local import ClusterUnreachable, job_path
     from proctor.cluster.train import RunLost, train
     from proctor.learner.storage import StorageError
@@ -122,7 +123,7 @@ def cmd_train(args) -> int:
     except RunLost as e:
         console.print(f"[bold red]error:[/] {e}", highlight=False)
         return 1
-    except (StorageError, ClusterUnreachable) as e:
+    except (StorageError, ClusterUnreachable, PlacementError) as e:
         console.print(f"[bold red]error:[/] {e}", highlight=False)
         return 2
     return 0

@@ -209,6 +209,16 @@ def test_a_run_dir_the_worker_cannot_see_is_refused_before_the_first_rollout(clu
     assert not metrics.exists() or not metrics.read_text()
 
 
+def test_a_run_the_cluster_cannot_hold_fails_within_the_placement_timeout_naming_it(cluster, tiny_model_dir, s3_bucket):
+    t = time.monotonic()
+    proc = cluster.submit(*_args(tiny_model_dir, s3_bucket[0].format("big"), "--out", "runs/big", "run.learner_cpus=64",
+                                 "run.placement_timeout_s=5"))
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode != 0
+    assert "placement group (pack) not placed within 5 s" in out and "'CPU': 64" in out, out[-3000:]
+    assert time.monotonic() - t < 120
+
+
 def test_the_worker_node_lost_mid_run_stops_it_with_the_resume_command(cluster, tiny_model_dir, s3_bucket):
     """Runs last: the worker node is killed (raylet and all), and the head has no room for what ran there."""
     storage = s3_bucket[0].format("lost")
