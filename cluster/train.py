@@ -24,11 +24,10 @@ CLI imports this module only for ``proctor train``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import random
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from typing import Any
 import ray
 from rich.console import Console
 
+from proctor.cluster.background import BackgroundLoop
 from proctor.cluster.config import ProctorConfig, dump_config
 from proctor.cluster.metrics import MetricsLog, StageTimer, episode_metrics, summary
 from proctor.cluster.model import ShippedModel, resolve
@@ -105,30 +105,6 @@ def reserve(cfg: ProctorConfig) -> Placement | None:
     return Placement.reserve(r.placement, learners=cfg.learner.world_size, learner_cpus=r.learner_cpus,
                              learner_gpus=r.learner_gpus, engines=cfg.rollout.engines, engine_cpus=r.engine_cpus,
                              engine_gpus=r.engine_gpus, timeout_s=r.placement_timeout_s)
-
-
-class BackgroundLoop:
-    """One worker thread running coroutines on its own event loop; ``cancel()`` from the main thread
-    cancels what runs there (a rollout in flight when Ctrl-C or SIGTERM arrives) and joins it."""
-
-    def __init__(self):
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollout")
-        self.loop: asyncio.AbstractEventLoop | None = None
-
-    def submit(self, make_coro) -> Future:
-        def run():
-            self.loop = asyncio.new_event_loop()
-            try:
-                return self.loop.run_until_complete(make_coro())
-            finally:
-                self.loop.close()
-        return self.pool.submit(run)
-
-    def cancel(self) -> None:
-        loop = self.loop
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nothing left to cancel
-            loop and loop.call_soon_threadsafe(lambda: [t.cancel() for t in asyncio.all_tasks(loop)])
-        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass
