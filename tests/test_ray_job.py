@@ -102,7 +102,10 @@ class Cluster:
     def nodes(self) -> dict[str, bool]:
         """Alive nodes: node id -> is head."""
         out = self.ray("list", "nodes", "--format", "json", "--filter", "state=ALIVE")
-        return {n["node_id"]: n["is_head_node"] for n in json.loads(out.stdout or "[]")} if out.returncode == 0 else {}
+        try:  # none alive yet prints "No resource in the cluster", not an empty JSON list
+            return {n["node_id"]: n["is_head_node"] for n in json.loads(out.stdout)} if out.returncode == 0 else {}
+        except ValueError:
+            return {}
 
     def kill_worker(self) -> None:
         """The worker node lost: its raylet and every process of it, at once."""
@@ -167,7 +170,7 @@ def test_the_documented_job_stops_with_a_checkpoint_and_resumes_on_a_node_withou
     run = cluster.home / "runs" / "job"
     # 1. Submitted; stopped with `ray job stop` once iteration 1 is logged (SIGTERM: it saves and ends).
     lines: list[str] = []
-    proc = cluster.submit(*_args(tiny_model_dir, storage, "--out", "runs/job", "run.iterations=3",
+    proc = cluster.submit(*_args(tiny_model_dir, storage, "--out", "runs/job", "run.iterations=2",
                                  "run.save_policy=true"))
     job = job_id(proc, lines)
     wait_for_rows(run / "metrics.jsonl", 1, proc)
@@ -194,9 +197,9 @@ def test_the_documented_job_stops_with_a_checkpoint_and_resumes_on_a_node_withou
     assert proc.returncode == 0, "".join(lines)[-3000:]
     assert f"resumed from {Storage(storage).child('checkpoint')} after iteration {done}" in follow, follow[-3000:]
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["iteration"] for r in rows] == [1, 2, 3] and all(r["episodes"] == 4 for r in rows)
+    assert [r["iteration"] for r in rows] == [1, 2] and all(r["episodes"] == 4 for r in rows)
     state = json.loads(Storage(storage).read_text("checkpoint/driver.json"))
-    assert state["iterations_done"] == 3 and Storage(storage).exists(f"checkpoint/actor/{state['tag']}")
+    assert state["iterations_done"] == 2 and Storage(storage).exists(f"checkpoint/actor/{state['tag']}")
     assert Storage(storage).exists("policy/config.json") and Storage(storage).exists("policy/model.safetensors")
 
 
