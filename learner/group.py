@@ -74,7 +74,10 @@ def learner_actor_class():
             return self.worker.load(path, tag)
 
         def sees_storage(self, location: str, token: str) -> tuple[bool, str]:
-            return self.worker.sees_storage(location, token), ray.get_runtime_context().get_node_id()
+            """Whether this rank's node reads the probe the driver wrote at ``location``, and which node."""
+            from proctor.learner.storage import Storage
+
+            return Storage(location).sees(token), ray.get_runtime_context().get_node_id()
 
         def state_digest(self):
             return self.worker.state_digest()

@@ -414,10 +414,6 @@ class PPOWorker:
             client = checkpoint.load(local, self._trained(), self.rank, self.gen, tag)
         self.steps, self.iterations = client["steps"], client["iterations"]
 
-    def sees_storage(self, location: str, token: str) -> bool:
-        """Whether this rank, on its node, reads the probe the driver wrote at ``location``."""
-        return Storage(location).sees(token)
-
 
 def _add(acc: dict, key: str, x, w: float = 1.0) -> None:
     """``acc[key] += x * w`` in float64, ``x`` a tensor (kept on its device: nothing waits for it), a
